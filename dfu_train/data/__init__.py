@@ -1,0 +1,1 @@
+"""Ray-free cohort reading, synthesis and splitting."""

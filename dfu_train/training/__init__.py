@@ -1,0 +1,1 @@
+"""Ray-free training: metrics and `run_fold`, the whole procedure for one fold."""
