@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -165,3 +168,28 @@ def _describe(exc: ValidationError) -> str:
     if error["type"] != "value_error" and "input" in error:
         message += f" (got {error['input']!r})"
     return f"{key}: {message}"
+
+
+def load_trial_config(path: str) -> TrialConfig:
+    """A config file: `default`, a YAML/JSON TrialConfig mapping, or an exported best config
+    (`{config_id, config}`), whose id must still match its values."""
+    if path == "default":
+        return TrialConfig()
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{file}: config file not found (or pass `default`)")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: a config file is a mapping")
+    expected = data.get("config_id")
+    try:
+        config = TrialConfig.from_dict(data["config"] if "config" in data else data)
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+    if expected is not None and expected != config.config_id:
+        raise ConfigError(f"{file}: config_id {expected} does not match its values "
+                          f"({config.config_id}); the file was edited after export")
+    return config

@@ -75,7 +75,7 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
     progress = 1
     if report is not None:
         report({"progress": progress, "stage": "forest", "val_qwk": metrics["qwk"],
-                "meta_qwk": metrics["qwk"], "done": True}, None)
+                "meta_qwk": metrics["qwk"]}, None)
     return FoldResult(
         config_id=config.config_id, config=config.to_dict(), fold=fold, fold_seed=config.cv.seed,
         n_folds=config.cv.n_folds, metrics=metrics, meta_qwk=metrics["qwk"],

@@ -1,0 +1,314 @@
+"""`dfu`: the command line. Each command parses, calls one library function and prints.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 internal error.
+`--json` and `--format json` write nothing but JSON to stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dfu_train.errors import ConfigError, DfuError
+
+app = typer.Typer(help="Hyperparameter sweeps for DFU healing-phase classification.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Create, validate and summarise cohorts.", no_args_is_help=True)
+sweep_app = typer.Typer(help="Launch sweeps on a Ray cluster.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(sweep_app, name="sweep")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+DataRoot = Annotated[Path, typer.Option("--data-root", envvar="DFU_DATA_ROOT",
+                                        help="cohort folder in the clinical layout")]
+Storage = Annotated[Path, typer.Option("--storage", envvar="DFU_STORAGE",
+                                       help="folder that holds sweep results")]
+AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output only")]
+DEMO_DATA = Path("results/demo-data")
+
+
+def user_errors(command):
+    """Turn a DfuError into one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except DfuError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def _emit_json(data) -> None:
+    typer.echo(json.dumps(data, indent=1, default=str))
+
+
+@data_app.command("synth")
+@user_errors
+def data_synth(
+    out_dir: Annotated[Path, typer.Argument(help="folder to write the cohort into")],
+    patients: Annotated[int, typer.Option(min=3, max=999)] = 120,
+    seed: int = 0,
+    meta_signal: Annotated[float, typer.Option(help="strength of the phase in metadata")] = 1.0,
+    image_signal: Annotated[float, typer.Option(help="strength of the phase in images")] = 1.0,
+    images: Annotated[bool, typer.Option(help="write image folders and boxes")] = True,
+) -> None:
+    """Write a synthetic cohort in exactly the real file layout."""
+    from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
+
+    spec = SynthSpec(patients=patients, seed=seed, meta_signal=meta_signal,
+                     image_signal=image_signal, images=images)
+    write_synthetic_cohort(out_dir, spec)
+    err.print(f"wrote a synthetic cohort of {patients} patients to {out_dir}")
+
+
+@data_app.command("check")
+@user_errors
+def data_check(data_root: DataRoot = DEMO_DATA, as_json: AsJson = False) -> None:
+    """Validate a cohort (tables, file names, images, boxes) and summarise it."""
+    summary = _checked_summary(data_root)
+    if as_json:
+        _emit_json(summary)
+        return
+    table = Table(title=f"cohort {summary['data_root']}", show_header=False)
+    table.add_row("samples / patients", f"{summary['samples']} / {summary['patients']}")
+    table.add_row("classes I / P / R", " / ".join(str(v) for v in summary["classes"].values()))
+    table.add_row("modalities", ", ".join(summary["modalities"]))
+    for modality, count in summary["image_rows"].items():
+        table.add_row(f"image rows {modality}", str(count))
+    table.add_row("samples with images", str(summary["samples_with_images"]))
+    for column, share in summary["missing_share"].items():
+        table.add_row(f"missing {column}", f"{share:.1%}")
+    for note in summary["notes"]:
+        table.add_row("note", note)
+    table.add_row("fingerprint", summary["fingerprint"])
+    out.print(table)
+
+
+def _checked_summary(data_root: Path) -> dict:
+    from dfu_train.data.check import check_images, summarize
+    from dfu_train.data.cohort import load_cohort
+
+    cohort = load_cohort(data_root)
+    return summarize(cohort, check_images(cohort))
+
+
+@app.command("fold")
+@user_errors
+def fold_command(
+    config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best) or 'default'")],
+    fold: Annotated[int, typer.Option("--fold", min=0)],
+    data_root: DataRoot = DEMO_DATA,
+    as_json: AsJson = False,
+) -> None:
+    """Run one fold of a config, without Ray."""
+    from dfu_train.config import load_trial_config
+    from dfu_train.data.cohort import load_cohort
+    from dfu_train.training.fold import run_fold
+
+    trial = load_trial_config(config)
+    cohort = load_cohort(data_root)
+    result = run_fold(trial, cohort, fold, report=_print_report)
+    if as_json:
+        _emit_json({k: v for k, v in result.to_dict().items()})
+    else:
+        out.print(f"config {result.config_id} fold {fold}: qwk {_fmt(result.qwk)}, "
+                  f"accuracy {result.metrics['accuracy']:.3f}, "
+                  f"macro F1 {result.metrics['macro_f1']:.3f}")
+
+
+def _print_report(metrics: dict, checkpoint) -> None:
+    err.print(f"  {metrics['stage']} progress {metrics['progress']}: "
+              f"val_qwk {_fmt(metrics.get('val_qwk'))}")
+
+
+@app.command("cv")
+@user_errors
+def cv_command(
+    config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best) or 'default'")],
+    data_root: DataRoot = DEMO_DATA,
+    fold_seeds: Annotated[Optional[str], typer.Option(help="comma-separated fold seeds")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Full cross-validation of a config on every fold (and fold seed), without Ray."""
+    from dfu_train.config import load_trial_config
+    from dfu_train.data.cohort import load_cohort
+    from dfu_train.training.fold import run_fold
+
+    trial = load_trial_config(config)
+    seeds = _parse_seeds(fold_seeds) if fold_seeds else [trial.cv.seed]
+    cohort = load_cohort(data_root)
+    folds = []
+    for seed in seeds:
+        seeded = trial.override({"cv.seed": seed})
+        for fold in range(seeded.cv.n_folds):
+            result = run_fold(seeded, cohort, fold)
+            folds.append({"fold_seed": seed, "fold": fold, "qwk": result.qwk,
+                          "meta_qwk": result.meta_qwk, "accuracy": result.metrics["accuracy"],
+                          "macro_f1": result.metrics["macro_f1"]})
+            if not as_json:
+                err.print(f"  seed {seed} fold {fold}: qwk {_fmt(result.qwk)}")
+    qwks = [f["qwk"] for f in folds if f["qwk"] is not None]
+    summary = {
+        "config_id": trial.config_id, "config": trial.to_dict(), "fold_seeds": seeds,
+        "folds": folds, "qwk_mean": statistics.fmean(qwks) if qwks else None,
+        "qwk_std": statistics.stdev(qwks) if len(qwks) > 1 else None,
+        "meta_qwk_mean": statistics.fmean(f["meta_qwk"] for f in folds if f["meta_qwk"] is not None)
+        if qwks else None,
+    }
+    if as_json:
+        _emit_json(summary)
+    else:
+        out.print(f"config {trial.config_id}: qwk {_fmt(summary['qwk_mean'])} +/- "
+                  f"{_fmt(summary['qwk_std'])} over {len(folds)} folds")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--fold-seeds {text!r}: expected comma-separated integers") from None
+    if not seeds:
+        raise ConfigError("--fold-seeds is empty")
+    return seeds
+
+
+@sweep_app.command("run")
+@user_errors
+def sweep_run(
+    sweep_file: Annotated[Path, typer.Argument(help="sweep YAML file")],
+    data_root: Annotated[Optional[Path], typer.Option(envvar="DFU_DATA_ROOT")] = None,
+    storage: Storage = Path("results"),
+    name: Annotated[Optional[str], typer.Option(help="sweep name (default: the file's)")] = None,
+    address: Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS",
+                                                   help="Ray cluster address")] = None,
+) -> None:
+    """Validate a sweep file and cohort, then run the sweep on Ray (local by default)."""
+    sweep_dir = _run_sweep_file(sweep_file, data_root=data_root, storage=storage, name=name,
+                                address=address)
+    _print_board(sweep_dir, top=10)
+
+
+def _run_sweep_file(sweep_file: Path, **options) -> Path:
+    from dfu_train.sweep.launch import plan_sweep, run_sweep
+    from dfu_train.sweep.space import load_sweep
+
+    address = options.pop("address")
+    spec = load_sweep(sweep_file)
+    plan = plan_sweep(spec, source=str(sweep_file), **options)
+    return run_sweep(plan, address=address, on_event=lambda line: err.print(line))
+
+
+@app.command("leaderboard")
+@user_errors
+def leaderboard_command(
+    name: Annotated[str, typer.Argument(help="sweep name under --storage, or its folder")],
+    storage: Storage = Path("results"),
+    top: Annotated[Optional[int], typer.Option(min=1)] = None,
+    by: str = "qwk_mean",
+    where: Annotated[Optional[list[str]], typer.Option(help="FIELD=VALUE, repeatable")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="include partial configs")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table|csv|json|parquet")] = "table",
+    out_file: Annotated[Optional[Path], typer.Option("--out")] = None,
+    export_best: Annotated[Optional[Path], typer.Option(help="write the best config here")] = None,
+) -> None:
+    """Configs ranked by mean QWK over folds (read offline from the sweep folder)."""
+    from dfu_train.sweep.leaderboard import build_leaderboard, query
+    from dfu_train.sweep.store import read_manifest, resolve_sweep, write_json_atomic
+
+    if fmt not in ("table", "csv", "json", "parquet"):
+        raise ConfigError(f"--format {fmt!r}: choose table, csv, json or parquet")
+    if fmt == "parquet" and out_file is None:
+        raise ConfigError("--format parquet needs --out FILE")
+    sweep_dir = resolve_sweep(name, storage=storage)
+    board = query(build_leaderboard(sweep_dir), by=by, top=top, include_partial=show_all,
+                  where=tuple(where or ()))
+    if export_best is not None:
+        if board.empty:
+            raise ConfigError("no complete config to export (see --all)")
+        best = board.iloc[0]["config_id"]
+        entry = next(c for c in read_manifest(sweep_dir)["configs"] if c["config_id"] == best)
+        write_json_atomic(export_best, {"config_id": best, "config": entry["config"]})
+        err.print(f"wrote config {best} to {export_best}; run it with `dfu cv {export_best}`")
+    if fmt == "table":
+        _board_table(board, sweep_dir.name)
+        return
+    if fmt == "parquet":
+        board.to_parquet(out_file, index=False)
+        return
+    text = (board.to_json(orient="records", indent=1) if fmt == "json"
+            else board.to_csv(index=False))
+    if out_file is not None:
+        out_file.write_text(text, encoding="utf-8")
+    else:
+        typer.echo(text)
+
+
+def _print_board(sweep_dir: Path, *, top: int) -> None:
+    from dfu_train.sweep.leaderboard import build_leaderboard, query
+
+    _board_table(query(build_leaderboard(sweep_dir), top=top, include_partial=True),
+                 sweep_dir.name)
+
+
+def _board_table(board, title: str) -> None:
+    table = Table(title=f"leaderboard {title}")
+    for column in ("#", "config", "QWK mean ± std", "folds", "meta QWK", "macro F1"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("params", overflow="fold")
+    for rank, row in enumerate(board.itertuples(index=False), start=1):
+        folds = f"{row.folds_done}/{row.folds_total}" + ("" if row.complete else " partial")
+        params = ", ".join(f"{k}={v}" for k, v in row.params.items()) or "-"
+        table.add_row(str(rank), row.config_id, f"{_fmt(row.qwk_mean)} ± {_fmt(row.qwk_std)}",
+                      folds, _fmt(row.meta_qwk_mean), _fmt(row.macro_f1_mean), params)
+    out.print(table)
+
+
+@app.command("demo")
+@user_errors
+def demo(storage: Storage = Path("results")) -> None:
+    """Synthetic cohort (if missing) + the smoke sweep on a local Ray + the leaderboard."""
+    from dfu_train.data import schema
+    from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
+
+    data_root = storage / "demo-data"
+    if not (data_root / schema.METADATA_CSV).is_file():
+        err.print(f"writing the synthetic demo cohort to {data_root} ...")
+        write_synthetic_cohort(data_root, SynthSpec(patients=120, seed=0))
+    sweep_dir = _run_sweep_file(_ready_sweep("smoke.yaml"), data_root=data_root,
+                                storage=storage, name="demo", address=None)
+    _print_board(sweep_dir, top=10)
+    out.print(f"next: `dfu leaderboard demo --storage {storage} --format json`, "
+              f"`dfu data check --data-root {data_root}`, or point `dfu sweep run sweeps/metadata.yaml "
+              "--data-root YOUR_COHORT` at your own export.")
+
+
+def _ready_sweep(file_name: str) -> Path:
+    for folder in (Path.cwd() / "sweeps", Path(__file__).resolve().parents[1] / "sweeps"):
+        if (folder / file_name).is_file():
+            return folder / file_name
+    raise ConfigError(f"ready sweep file sweeps/{file_name} not found; run from the repository")
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""`dfu data check`: verify image files and boxes, and summarise a cohort for a person."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from dfu_train.data import schema
+from dfu_train.data.cohort import Cohort
+from dfu_train.errors import DataError
+
+
+def check_images(cohort: Cohort) -> dict[str, int]:
+    """Open every referenced frame of each available image modality (header only) and check that
+    its box lies inside it. Returns the number of image rows per modality."""
+    counts = {}
+    for modality in cohort.modalities[1:]:
+        folder_name, camera = schema.IMAGE_FOLDERS[modality]
+        folder = cohort.root / folder_name
+        rows = cohort.image_rows.dropna(subset=[f"{camera}_file"])
+        sizes: dict[str, tuple[int, int]] = {}
+        for row in rows.itertuples(index=False):
+            name = getattr(row, f"{camera}_file")
+            if name not in sizes:
+                sizes[name] = _frame_size(folder / name)
+            width, height = sizes[name]
+            box = [getattr(row, f"{camera}_{c}") for c in ("xmin", "ymin", "xmax", "ymax")]
+            if box[2] > width or box[3] > height:
+                raise DataError(f"{folder / name}: box {tuple(int(v) for v in box)} lies outside "
+                                f"the {width}x{height} frame")
+        counts[modality] = len(rows)
+    return counts
+
+
+def _frame_size(path: Path) -> tuple[int, int]:
+    if not path.is_file():
+        raise DataError(f"{path}: image file named in the bounding-box CSV does not exist")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+
+
+def summarize(cohort: Cohort, image_counts: dict[str, int]) -> dict:
+    """Counts a person checks first: samples, patients, classes, images, missingness, notes."""
+    samples = cohort.samples
+    counts = samples["label"].value_counts()
+    features = [c for c in schema.FEATURES if c in samples.columns]
+    missing = samples[features].isna().mean().sort_values(ascending=False).head(8)
+    with_images = cohort.image_rows.dropna(subset=["depth_file"])["sample_id"].nunique()
+    return {
+        "data_root": str(cohort.root),
+        "fingerprint": cohort.fingerprint,
+        "samples": len(samples),
+        "patients": int(samples[schema.PATIENT].nunique()),
+        "classes": {name: int(counts.get(code, 0)) for code, name in enumerate(schema.CLASS_NAMES)},
+        "modalities": list(cohort.modalities),
+        "image_rows": {m: n for m, n in image_counts.items()},
+        "samples_with_images": int(with_images),
+        "missing_share": {c: round(float(v), 3) for c, v in missing.items() if v > 0},
+        "notes": list(cohort.notes),
+    }

@@ -1,0 +1,216 @@
+"""Put a sweep together: plan (all validation, before Ray), then Tuner + scheduler + storage.
+
+`plan_sweep` plays the role of Optuna's `create_study`: it checks the sweep file, the cohort, the
+folds and the storage, and writes nothing until all of them are valid. `run_sweep` only wires Ray:
+the scheduler and the trainable are separate pieces, each made by a small factory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from dfu_train.config import TrialConfig
+from dfu_train.data.cohort import Cohort, load_cohort
+from dfu_train.data.folds import check_fold_count
+from dfu_train.errors import ConfigError, DataError
+from dfu_train.sweep import store
+from dfu_train.sweep.space import SweepSpec, expand_configs
+from dfu_train.sweep.trainable import fold_trainable
+
+DRIVER_CPUS = 0.25  # the Tune driver only waits on its TorchTrainer
+DEFAULT_DATA_ROOT = "results/demo-data"
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    spec: SweepSpec
+    name: str
+    sweep_dir: Path
+    data_root: Path
+    cohort: Cohort
+    configs: tuple[tuple[TrialConfig, dict[str, Any]], ...]
+
+    @property
+    def folds(self) -> tuple[int, ...]:
+        return self.spec.cv.folds()
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.configs) * len(self.folds)
+
+    @property
+    def spec_hash(self) -> str:
+        blob = json.dumps([self.spec.model_dump(mode="json", exclude={"name", "data"}),
+                           self.cohort.fingerprint], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
+               storage: str | Path = "results", name: str | None = None,
+               source: str = "sweep") -> SweepPlan:
+    """Validate everything a sweep needs; raise ConfigError/DataError before any work starts."""
+    name = name or spec.name
+    if not name:
+        raise ConfigError(f"{source}: the sweep has no name; set `name:` or pass --name")
+    if not all(c.isalnum() or c in "-_." for c in name):
+        raise ConfigError(f"sweep name {name!r}: use letters, digits, '-', '_' and '.' only")
+    root = Path(data_root or spec.data.root or DEFAULT_DATA_ROOT)
+    if not root.is_dir():
+        raise DataError(f"data root {root} not found; pass --data-root, set data.root in "
+                        "the sweep file, or create a synthetic cohort with `dfu data synth`")
+    cohort = load_cohort(root)
+    check_fold_count(cohort, spec.cv.n_folds)
+    configs = tuple(expand_configs(spec))
+    for config, _ in configs:
+        absent = [m for m in config.modalities if m not in cohort.modalities]
+        if absent:
+            raise ConfigError(f"{source}: modality {absent[0]!r} requested, but the cohort at "
+                              f"{root} has only {', '.join(cohort.modalities)}")
+    sweep_dir = Path(storage).resolve() / name
+    _check_writable(Path(storage))
+    return SweepPlan(spec, name, sweep_dir, root.resolve(), cohort, configs)
+
+
+def _check_writable(storage: Path) -> None:
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+        probe = storage / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"storage {storage} is not writable ({exc.strerror})") from None
+
+
+def write_manifest(plan: SweepPlan) -> None:
+    """Record the sweep once; a different sweep under the same name is refused."""
+    path = plan.sweep_dir / store.MANIFEST
+    if path.is_file():
+        existing = store.read_manifest(plan.sweep_dir)
+        if existing.get("spec_hash") != plan.spec_hash:
+            raise ConfigError(f"{plan.sweep_dir} already holds a different sweep (other file or "
+                              "cohort); pass another --name")
+        return
+    store.write_json_atomic(path, {
+        "name": plan.name,
+        "spec": plan.spec.model_dump(mode="json"),
+        "spec_hash": plan.spec_hash,
+        "data_root": str(plan.data_root),
+        "cohort_fingerprint": plan.cohort.fingerprint,
+        "folds": list(plan.folds),
+        "configs": [{"config_id": c.config_id, "params": p, "config": c.to_dict()}
+                    for c, p in plan.configs],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+
+
+def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
+    """Tune cannot see Train's resources: derive the limit from the cluster and one trial's needs."""
+    if spec.resources.max_concurrent:
+        return spec.resources.max_concurrent
+    per_trial_cpu = spec.resources.cpus_per_trial + DRIVER_CPUS
+    limit = math.floor(cluster.get("CPU", 1) / per_trial_cpu)
+    if spec.resources.gpus_per_trial > 0:
+        limit = min(limit, math.floor(cluster.get("GPU", 0) / spec.resources.gpus_per_trial))
+    return max(1, limit)
+
+
+def create_scheduler(spec: SweepSpec, *, max_t: int):
+    """ASHA on the monotonic `progress` counter, or FIFO; `training_iteration` resets on restore."""
+    if spec.scheduler.type == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="progress", max_t=max(1, max_t),
+                         grace_period=min(spec.scheduler.grace_period, max(1, max_t)),
+                         reduction_factor=spec.scheduler.reduction_factor)
+
+
+def run_sweep(plan: SweepPlan, *, address: str | None = None,
+              on_event: Callable[[str], None] = print) -> Path:
+    """Run (or continue) the planned sweep; returns the sweep folder."""
+    write_manifest(plan)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            cpus = os.cpu_count() or 1
+            ray.init(num_cpus=cpus + math.ceil(DRIVER_CPUS * cpus), include_dashboard=False,
+                     log_to_driver=False)
+    try:
+        concurrency = max_concurrent_trials(plan.spec, ray.cluster_resources())
+        on_event(f"sweep {plan.name}: {len(plan.configs)} configs x {len(plan.folds)} folds = "
+                 f"{plan.n_trials} trials, up to {concurrency} at once -> {plan.sweep_dir}")
+        tune_dir = plan.sweep_dir / store.TUNE_DIR
+        trainable = tune.with_resources(fold_trainable, {"CPU": DRIVER_CPUS})
+        if tune.Tuner.can_restore(str(tune_dir)):
+            on_event("continuing the recorded sweep: finished trials are not re-run")
+            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=_param_space(plan),
+                tune_config=tune.TuneConfig(
+                    metric="val_qwk", mode="max", num_samples=1,
+                    max_concurrent_trials=concurrency,
+                    scheduler=create_scheduler(plan.spec, max_t=1),
+                    trial_dirname_creator=_trial_dirname),
+                run_config=tune.RunConfig(name=store.TUNE_DIR, storage_path=str(plan.sweep_dir),
+                                          verbose=0, callbacks=[_EventPrinter()]),
+            )
+        grid = tuner.fit()
+        for result in grid:
+            if result.error is not None:
+                on_event(f"trial failed: {str(result.error).strip().splitlines()[-1][:200]}")
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return plan.sweep_dir
+
+
+def _param_space(plan: SweepPlan) -> dict:
+    settings = {
+        "sweep_dir": str(plan.sweep_dir), "data_root": str(plan.data_root),
+        "cpus_per_trial": plan.spec.resources.cpus_per_trial,
+        "gpus_per_trial": plan.spec.resources.gpus_per_trial,
+        "max_failures": plan.spec.resources.max_failures,
+    }
+    trials = [{"config_id": c.config_id, "params": p, "config": c.to_dict()}
+              for c, p in plan.configs]
+    return {"settings": settings, "trial": tune.grid_search(trials),
+            "fold": tune.grid_search(list(plan.folds))}
+
+
+def _trial_dirname(trial) -> str:
+    return f"{trial.config['trial']['config_id']}-f{trial.config['fold']}-{trial.trial_id}"
+
+
+class _EventPrinter(tune.Callback):
+    """One line on stderr per finished or failed trial, so a user sees the sweep move.
+    (Tune pickles its callbacks, so this holds no console or lock.)"""
+
+    def __init__(self):
+        self._done = 0
+
+    def _line(self, trial, outcome: str) -> None:
+        self._done += 1
+        print(f"  [{self._done}] config {trial.config['trial']['config_id']} "
+              f"fold {trial.config['fold']}: {outcome}", file=sys.stderr, flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        qwk = (trial.last_result or {}).get("val_qwk")
+        self._line(trial, "qwk n/a" if qwk is None else f"qwk {qwk:.3f}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trial, "error")

@@ -1,0 +1,197 @@
+"""Sweep files: validated before Ray starts, then expanded into (config, fold) trials.
+
+A sweep file is YAML with the sections `data`, `cv`, `search`, `scheduler`, `resources`, `fixed`
+and `space`. `space` maps dotted TrialConfig names to one distribution each:
+`{choice: [...]}`, `{grid: [...]}`, `{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}` or
+`{randint: [lo, hi]}` (hi exclusive). Grid values are crossed; every grid point gets
+`search.num_samples` random draws of the other parameters, made with Ray Tune's own
+distributions under `search.seed`, so the same file always yields the same configs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from ray import tune
+
+from dfu_train.config import TrialConfig
+from dfu_train.errors import ConfigError, did_you_mean
+
+DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataSection(_Section):
+    root: str | None = Field(None, description="data root; --data-root overrides it")
+
+
+class CVSection(_Section):
+    n_folds: int = Field(5, ge=2, le=20)
+    seed: int = 42
+    run_folds: Literal["all"] | tuple[int, ...] = Field(
+        "all", description="'all', or a screening list of fold indices")
+
+    @field_validator("run_folds")
+    @classmethod
+    def _folds_exist(cls, value, info):
+        if value == "all":
+            return value
+        if not value:
+            raise ValueError("the screening list is empty; use 'all' or list fold indices")
+        n_folds = info.data.get("n_folds", 5)
+        for fold in value:
+            if not 0 <= fold < n_folds:
+                raise ValueError(f"fold {fold} does not exist with n_folds={n_folds}")
+        return tuple(sorted(set(value)))
+
+    def folds(self) -> tuple[int, ...]:
+        return tuple(range(self.n_folds)) if self.run_folds == "all" else self.run_folds
+
+
+class SearchSection(_Section):
+    algorithm: Literal["random", "grid"] = "random"
+    num_samples: int = Field(1, ge=1, le=10_000)
+    seed: int = 0
+
+
+class SchedulerSection(_Section):
+    type: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class ResourcesSection(_Section):
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent: int | None = Field(None, ge=1)
+    max_failures: int = Field(1, ge=0, description="Train worker retries from the last checkpoint")
+
+
+class SweepSpec(_Section):
+    """A whole sweep file."""
+
+    name: str | None = None
+    data: DataSection = DataSection()
+    cv: CVSection = CVSection()
+    search: SearchSection = SearchSection()
+    scheduler: SchedulerSection = SchedulerSection()
+    resources: ResourcesSection = ResourcesSection()
+    fixed: dict[str, Any] = {}
+    space: dict[str, dict[str, Any]] = {}
+
+    @field_validator("fixed", "space")
+    @classmethod
+    def _known_names(cls, value):
+        for dotted in value:
+            if dotted not in TrialConfig.dotted_names():
+                raise ValueError(f"unknown parameter {dotted!r}"
+                                 f"{did_you_mean(dotted, TrialConfig.dotted_names())}")
+            if dotted.startswith("cv."):
+                raise ValueError(f"{dotted!r}: set folds in the sweep's cv section")
+        return value
+
+    @field_validator("space")
+    @classmethod
+    def _valid_distributions(cls, value):
+        for dotted, spec in value.items():
+            _domain(dotted, spec)
+        return value
+
+    def base_config(self) -> TrialConfig:
+        """The config every trial starts from: defaults, the fixed values and the sweep's cv."""
+        values = {**self.fixed, "cv.n_folds": self.cv.n_folds, "cv.seed": self.cv.seed}
+        return TrialConfig().override(values)
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep file; every problem is one ConfigError naming file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: sweep file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a sweep file is a mapping of sections")
+    return parse_sweep(data, source=str(path))
+
+
+def parse_sweep(data: dict, *, source: str = "sweep") -> SweepSpec:
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            top = [f for f in SweepSpec.model_fields]
+            raise ConfigError(f"{source}: unknown key {key!r}"
+                              f"{did_you_mean(key.split('.')[-1], top)}") from None
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{source}: {key}: {message}") from None
+    try:
+        expand_configs(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return spec
+
+
+def _domain(dotted: str, spec: Any):
+    """The Tune distribution for one `space` entry (grid entries return their value list)."""
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ValueError(f"{dotted}: give exactly one of {', '.join(DISTRIBUTIONS)}")
+    (kind, args), = spec.items()
+    if kind not in DISTRIBUTIONS:
+        raise ValueError(f"{dotted}: unknown distribution {kind!r}"
+                         f"{did_you_mean(kind, DISTRIBUTIONS)}")
+    if kind in ("choice", "grid"):
+        if not isinstance(args, list) or not args:
+            raise ValueError(f"{dotted}: {kind} needs a non-empty list of values")
+        return list(args) if kind == "grid" else tune.choice(args)
+    if not (isinstance(args, list) and len(args) == 2
+            and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)):
+        raise ValueError(f"{dotted}: {kind} needs [low, high]")
+    low, high = args
+    if not low < high:
+        raise ValueError(f"{dotted}: {kind} range [{low}, {high}] is empty or inverted")
+    if kind == "loguniform":
+        if low <= 0:
+            raise ValueError(f"{dotted}: loguniform needs low > 0")
+        return tune.loguniform(low, high)
+    if kind == "randint":
+        return tune.randint(int(low), int(high))
+    return tune.uniform(low, high)
+
+
+def expand_configs(spec: SweepSpec) -> list[tuple[TrialConfig, dict[str, Any]]]:
+    """Distinct (config, sampled params) pairs in a reproducible order; each is validated."""
+    base = spec.base_config()
+    domains = {k: _domain(k, v) for k, v in spec.space.items()}
+    grid = {k: v for k, v in domains.items() if isinstance(v, list)}
+    random = {k: v for k, v in domains.items() if not isinstance(v, list)}
+    if spec.search.algorithm == "grid" and random:
+        raise ConfigError(f"search.algorithm grid needs grid values only; "
+                          f"{sorted(random)[0]!r} is a random distribution")
+    rng = np.random.default_rng(spec.search.seed)
+    draws = 1 if spec.search.algorithm == "grid" else spec.search.num_samples
+    configs: dict[str, tuple[TrialConfig, dict[str, Any]]] = {}
+    for point in itertools.product(*grid.values()):
+        for _ in range(draws):
+            params = dict(zip(grid, point))
+            params.update({k: _plain(d.sample(random_state=rng)) for k, d in random.items()})
+            config = base.override(params)
+            configs.setdefault(config.config_id, (config, params))
+    return list(configs.values())
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars from Tune's samplers as plain Python values (JSON, hashing)."""
+    return value.item() if hasattr(value, "item") else value

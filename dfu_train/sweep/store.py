@@ -1,0 +1,91 @@
+"""The sweep folder, read and written without Ray (safe while a sweep runs).
+
+<storage>/<name>/
+  sweep.json                   manifest: the sweep file, data root and fingerprint, planned trials
+  fold_results/*.json          one record per finished (config_id, fold seed, fold); never edited
+  tune/                        Ray Tune's experiment (trial params.json / result.json)
+  train/train-<trial_id>/      Ray Train runs and checkpoints
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dfu_train.errors import ConfigError, DataError
+
+MANIFEST = "sweep.json"
+FOLD_RESULTS = "fold_results"
+TUNE_DIR = "tune"
+TRAIN_DIR = "train"
+
+
+def resolve_sweep(name_or_path: str | Path, *, storage: str | Path = "results") -> Path:
+    """A sweep folder from a path or a name under `storage`; a clear error if there is none."""
+    direct = Path(name_or_path)
+    for candidate in (direct, Path(storage) / str(name_or_path)):
+        if (candidate / MANIFEST).is_file():
+            return candidate.resolve()
+    known = sorted(p.parent.name for p in Path(storage).glob(f"*/{MANIFEST}"))
+    hint = f"; sweeps under {storage}/: {', '.join(known)}" if known else ""
+    raise ConfigError(f"no sweep {str(name_or_path)!r} (no {MANIFEST} there){hint}")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(_finite(data), out, indent=1, sort_keys=True)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinity as null, so the files stay strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def read_manifest(sweep_dir: Path) -> dict:
+    try:
+        return json.loads((sweep_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{sweep_dir / MANIFEST}: unreadable sweep manifest ({exc})") from None
+
+
+def fold_result_path(sweep_dir: Path, config_id: str, fold_seed: int, fold: int) -> Path:
+    return sweep_dir / FOLD_RESULTS / f"{config_id}-s{fold_seed}-f{fold}.json"
+
+
+def read_fold_result(sweep_dir: Path, config_id: str, fold_seed: int, fold: int) -> dict | None:
+    path = fold_result_path(sweep_dir, config_id, fold_seed, fold)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_fold_results(sweep_dir: Path) -> list[dict]:
+    """Every readable fold record, in file-name order; temporary files are skipped."""
+    records = []
+    for path in sorted((sweep_dir / FOLD_RESULTS).glob("*.json")):
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return records
