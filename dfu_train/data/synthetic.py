@@ -18,8 +18,8 @@ from PIL import Image
 from dfu_train.data import schema
 
 CLASS_SHARES = (0.31, 0.56, 0.13)
-META_MEANS = (1.0, 0.0, -0.35)   # per class I, P, R: metadata latent
-IMAGE_MEANS = (-0.35, 0.0, 1.0)  # per class I, P, R: image latent
+META_MEANS = (1.3, 0.0, -0.5)   # per class I, P, R: metadata latent
+IMAGE_MEANS = (-0.5, 0.0, 1.3)  # per class I, P, R: image latent
 DEPTH_FRAME = (1280, 720)
 THERMAL_FRAME = (1080, 1440)
 ANGLES = ("LW", "MW", "RW", "MZ")

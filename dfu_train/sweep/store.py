@@ -72,6 +72,13 @@ def fold_result_path(sweep_dir: Path, config_id: str, fold_seed: int, fold: int)
     return sweep_dir / FOLD_RESULTS / f"{config_id}-s{fold_seed}-f{fold}.json"
 
 
+def write_fold_result(sweep_dir: Path, record: dict) -> Path:
+    """Record one finished fold (a FoldResult dict plus trial facts) under its unique key."""
+    path = fold_result_path(sweep_dir, record["config_id"], record["fold_seed"], record["fold"])
+    write_json_atomic(path, record)
+    return path
+
+
 def read_fold_result(sweep_dir: Path, config_id: str, fold_seed: int, fold: int) -> dict | None:
     path = fold_result_path(sweep_dir, config_id, fold_seed, fold)
     try:

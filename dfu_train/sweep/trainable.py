@@ -74,9 +74,7 @@ def fold_worker(loop_config: dict) -> None:
         "worker_s": round(time.time() - started, 3),
         "wall_s": round(time.time() - loop_config["trial_started"], 3),
     }
-    sweep_dir = Path(settings["sweep_dir"])
-    store.write_json_atomic(
-        store.fold_result_path(sweep_dir, result.config_id, result.fold_seed, result.fold), record)
+    store.write_fold_result(Path(settings["sweep_dir"]), record)
 
 
 def _report_to_train(metrics: dict, checkpoint) -> None:

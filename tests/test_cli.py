@@ -1,0 +1,164 @@
+"""Every command: exit code 0 on success, 2 with one line on bad input; --json is pure JSON."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dfu_train.cli import app
+from dfu_train.sweep import store
+from dfu_train.sweep.launch import plan_sweep, write_manifest
+from dfu_train.sweep.space import parse_sweep
+from dfu_train.training.fold import run_fold
+
+runner = CliRunner()
+PACKAGE = Path(__file__).resolve().parents[1] / "dfu_train"
+
+
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _assert_user_error(result, text):
+    assert result.exit_code == 2, result.output
+    assert text in result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_synth_output_passes_check(tmp_path):
+    result = _invoke("data", "synth", tmp_path / "c", "--patients", 12, "--seed", 3)
+    assert result.exit_code == 0, result.output
+    checked = _invoke("data", "check", "--data-root", tmp_path / "c", "--json")
+    assert checked.exit_code == 0, checked.output
+    summary = json.loads(checked.stdout)
+    assert summary["patients"] == 12
+    assert set(summary["image_rows"]) == {"depth_rgb", "depth_map", "thermal_map", "thermal_rgb"}
+    assert sum(summary["classes"].values()) == summary["samples"]
+
+
+def test_check_on_tables_only_root_reports_metadata_only(tables_only_root):
+    result = _invoke("data", "check", "--data-root", tables_only_root, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["modalities"] == ["metadata"]
+
+
+def test_check_refuses_a_missing_image_with_its_path(editable_root):
+    folder = editable_root / "Depth_RGB"
+    target = folder.resolve()
+    folder.unlink()
+    folder.mkdir()
+    for image in sorted(target.iterdir())[1:]:
+        (folder / image.name).symlink_to(image)
+    result = _invoke("data", "check", "--data-root", editable_root)
+    _assert_user_error(result, "does not exist")
+
+
+def test_check_on_missing_root_is_one_line_exit_2(tmp_path):
+    _assert_user_error(_invoke("data", "check", "--data-root", tmp_path / "nowhere"),
+                       "not a directory")
+
+
+def test_fold_json_is_machine_readable(synthetic_root, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("forest:\n  n_estimators: 20\n  inner_folds: 3\n")
+    result = _invoke("fold", config, "--fold", 1, "--data-root", synthetic_root, "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["fold"] == 1 and -1 <= payload["metrics"]["qwk"] <= 1
+
+
+def test_cv_runs_metadata_only_on_tables_only_root(tables_only_root, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("forest:\n  n_estimators: 20\n  inner_folds: 3\ncv:\n  n_folds: 3\n")
+    result = _invoke("cv", config, "--data-root", tables_only_root, "--fold-seeds", "0,1", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [(f["fold_seed"], f["fold"]) for f in payload["folds"]] == [
+        (s, k) for s in (0, 1) for k in range(3)]
+    assert payload["qwk_std"] is not None
+
+
+def test_bad_config_and_seeds_are_exit_2(synthetic_root, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("forest:\n  n_estimator: 20\n")
+    _assert_user_error(_invoke("cv", config, "--data-root", synthetic_root), "did you mean")
+    _assert_user_error(_invoke("cv", "default", "--data-root", synthetic_root,
+                               "--fold-seeds", "a,b"), "comma-separated integers")
+
+
+def test_sweep_run_refuses_bad_file_before_ray(tmp_path, synthetic_root):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\nspace:\n  forest.n_trees: {choice: [1]}\n")
+    result = _invoke("sweep", "run", sweep, "--data-root", synthetic_root, "--storage", tmp_path / "r")
+    _assert_user_error(result, "unknown parameter 'forest.n_trees'")
+    assert not (tmp_path / "r" / "s").exists()
+
+
+@pytest.fixture
+def finished_sweep(tmp_path, cohort, synthetic_root):
+    spec = parse_sweep({"name": "done", "cv": {"n_folds": 3}, "search": {"algorithm": "grid"},
+                        "fixed": {"forest.n_estimators": 20, "forest.inner_folds": 3},
+                        "space": {"forest.min_samples_leaf": {"grid": [1, 20]}}})
+    plan = plan_sweep(spec, data_root=synthetic_root, storage=tmp_path / "results")
+    write_manifest(plan)
+    for config, params in plan.configs:
+        for fold in plan.folds:
+            record = {**run_fold(config, cohort, fold).to_dict(), "params": params,
+                      "wall_s": 1.0, "compute_s": 0.5}
+            store.write_fold_result(plan.sweep_dir, record)
+    return plan
+
+
+def test_leaderboard_json_carries_the_contract_fields(finished_sweep, tmp_path):
+    result = _invoke("leaderboard", "done", "--storage", tmp_path / "results", "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 2
+    for field in ("config_id", "params", "folds_done", "folds_total", "qwk_mean", "qwk_std",
+                  "qwk_folds", "meta_qwk_mean", "fusion_gain_mean", "wall_s", "compute_s"):
+        assert field in rows[0]
+    assert rows[0]["qwk_mean"] >= rows[1]["qwk_mean"]
+
+
+def test_leaderboard_formats_and_unknown_sweep(finished_sweep, tmp_path):
+    storage = tmp_path / "results"
+    csv = _invoke("leaderboard", "done", "--storage", storage, "--format", "csv")
+    assert csv.exit_code == 0 and csv.stdout.startswith("config_id,params")
+    table = _invoke("leaderboard", "done", "--storage", storage, "--top", 1)
+    assert table.exit_code == 0 and "leaderboard done" in table.stdout
+    parquet = tmp_path / "board.parquet"
+    assert _invoke("leaderboard", "done", "--storage", storage, "--format", "parquet",
+                   "--out", parquet).exit_code == 0
+    assert parquet.stat().st_size > 0
+    _assert_user_error(_invoke("leaderboard", "nope", "--storage", storage), "sweeps under")
+    _assert_user_error(_invoke("leaderboard", "done", "--storage", storage, "--format", "xml"),
+                       "--format 'xml'")
+
+
+def test_export_best_round_trips_through_cv(finished_sweep, tmp_path, synthetic_root):
+    best = tmp_path / "best.json"
+    board = _invoke("leaderboard", "done", "--storage", tmp_path / "results", "--format", "json",
+                    "--export-best", best)
+    assert board.exit_code == 0, board.output
+    top = json.loads(board.stdout)[0]
+    cv = _invoke("cv", best, "--data-root", synthetic_root, "--json")
+    assert cv.exit_code == 0, cv.output
+    payload = json.loads(cv.stdout)
+    assert payload["config_id"] == top["config_id"]
+    assert payload["qwk_mean"] == pytest.approx(top["qwk_mean"], abs=1e-4)
+
+
+def test_nothing_below_the_sweep_layer_imports_ray():
+    for folder in ("data", "metadata", "training"):
+        for path in (PACKAGE / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                assert not any(n == "ray" or n.startswith("ray.") for n in names), path
+                if isinstance(node, ast.Attribute) and node.attr == "environ":
+                    pytest.fail(f"{path} reads os.environ")

@@ -1,0 +1,95 @@
+"""Folds are patient-grouped and fixed; configs are validated, frozen and refuse leakage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dfu_train.config import TrialConfig, load_trial_config
+from dfu_train.data import schema
+from dfu_train.data.folds import assign_folds, check_fold_count, fold_fingerprint, split
+from dfu_train.errors import ConfigError
+
+
+def test_no_patient_on_both_sides_of_any_split(cohort):
+    folds = assign_folds(cohort, n_folds=5, seed=42)
+    assert set(folds) == set(range(5))
+    patients = cohort.samples[schema.PATIENT].to_numpy()
+    for fold in range(5):
+        train, val = split(folds, fold)
+        assert not set(patients[train]) & set(patients[val])
+        assert len(train) + len(val) == len(patients)
+        assert set(cohort.labels[val]) == {0, 1, 2}
+
+
+def test_folds_are_identical_for_a_seed_and_change_with_it(cohort):
+    a = assign_folds(cohort, n_folds=5, seed=42)
+    b = assign_folds(cohort, n_folds=5, seed=42)
+    c = assign_folds(cohort, n_folds=5, seed=7)
+    assert np.array_equal(a, b)
+    assert fold_fingerprint(cohort, a) == fold_fingerprint(cohort, b)
+    assert fold_fingerprint(cohort, a) != fold_fingerprint(cohort, c)
+
+
+def test_more_folds_than_patients_of_a_class_is_refused(cohort):
+    rare = cohort.samples.loc[cohort.labels == 2, schema.PATIENT].nunique()
+    with pytest.raises(ConfigError, match="only .* patients have class 'R'"):
+        check_fold_count(cohort, rare + 1)
+
+
+def test_missing_fold_index_is_refused(cohort):
+    folds = assign_folds(cohort, n_folds=3, seed=0)
+    with pytest.raises(ConfigError, match="fold 3 does not exist"):
+        split(folds, 3)
+
+
+def test_config_id_ignores_evaluation_but_not_model_parameters():
+    base = TrialConfig()
+    assert base.config_id == TrialConfig().config_id
+    assert base.override({"cv.seed": 1}).config_id == base.config_id
+    assert base.override({"forest.n_estimators": 10}).config_id != base.config_id
+
+
+def test_configs_are_frozen():
+    with pytest.raises(Exception):
+        TrialConfig().forest.n_estimators = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("column", ["Phase Confidence (%)", "Healing Phase", "Patient#",
+                                    "Healing Phase Abs", "Offloading Score", "ID"])
+def test_leakage_columns_are_refused_as_features(column):
+    with pytest.raises(ConfigError, match="never a feature"):
+        TrialConfig().override({"metadata.features": ["Age", column]})
+
+
+def test_misspelt_parameter_suggests_the_closest_name():
+    with pytest.raises(ConfigError, match=r"did you mean 'forest.n_estimators'"):
+        TrialConfig().override({"forest.n_estimator": 5})
+    with pytest.raises(ConfigError, match=r"unknown parameter 'forest.n_estimatorz'"):
+        TrialConfig.from_dict({"forest": {"n_estimatorz": 5}})
+
+
+def test_invalid_values_name_the_dotted_key():
+    with pytest.raises(ConfigError, match=r"^forest.n_estimators: .*greater than or equal to 1"):
+        TrialConfig().override({"forest.n_estimators": 0})
+    with pytest.raises(ConfigError, match=r"unknown sampler 'smot' \(did you mean 'smote'\?\)"):
+        TrialConfig().override({"metadata.sampler": "smot"})
+
+
+def test_image_modalities_are_refused_until_image_branches_exist():
+    with pytest.raises(ConfigError, match="metadata branch only"):
+        TrialConfig.from_dict({"modalities": ["metadata", "depth_rgb"]})
+
+
+def test_exported_config_round_trips_and_tampering_is_caught(tmp_path):
+    config = TrialConfig().override({"forest.n_estimators": 42})
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps({"config_id": config.config_id, "config": config.to_dict()}))
+    assert load_trial_config(str(path)) == config
+    data = json.loads(path.read_text())
+    data["config"]["forest"]["n_estimators"] = 43
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="edited after export"):
+        load_trial_config(str(path))

@@ -1,0 +1,77 @@
+"""The leaderboard aggregates fold records offline, de-duplicates folds and marks partial configs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from dfu_train.errors import ConfigError
+from dfu_train.sweep import store
+from dfu_train.sweep.launch import plan_sweep, write_manifest
+from dfu_train.sweep.leaderboard import build_leaderboard, query
+from dfu_train.sweep.space import parse_sweep
+from dfu_train.training.fold import run_fold
+
+SWEEP = {"name": "board", "cv": {"n_folds": 3, "seed": 42},
+         "search": {"algorithm": "grid"}, "fixed": {"forest.n_estimators": 20, "forest.inner_folds": 3},
+         "space": {"forest.min_samples_leaf": {"grid": [1, 10, 30]}}}
+
+
+@pytest.fixture
+def sweep_dir(tmp_path, cohort, synthetic_root):
+    """A sweep folder as the trainable leaves it: every fold of two configs, one fold of the third."""
+    plan = plan_sweep(parse_sweep(SWEEP), data_root=synthetic_root, storage=tmp_path)
+    write_manifest(plan)
+    for index, (config, params) in enumerate(plan.configs):
+        for fold in plan.folds if index < 2 else plan.folds[:1]:
+            result = run_fold(config, cohort, fold)
+            store.write_fold_result(plan.sweep_dir, {**result.to_dict(), "params": params,
+                                                     "wall_s": 2.0, "compute_s": 1.0})
+    return plan.sweep_dir
+
+
+def test_complete_configs_rank_by_mean_with_fold_lists(sweep_dir):
+    board = build_leaderboard(sweep_dir)
+    assert len(board) == 3
+    complete = board[board["complete"]]
+    assert len(complete) == 2
+    assert list(complete["qwk_mean"]) == sorted(complete["qwk_mean"], reverse=True)
+    for row in complete.itertuples():
+        assert row.folds_done == row.folds_total == 3
+        assert row.qwk_mean == pytest.approx(sum(row.qwk_folds) / 3, abs=1e-4)
+        assert row.wall_s == 6.0 and row.compute_s == 3.0
+    partial = board[~board["complete"]].iloc[0]
+    assert partial["folds_done"] == 1 and pd.isna(partial["qwk_std"])
+
+
+def test_partial_configs_are_hidden_unless_asked(sweep_dir):
+    board = build_leaderboard(sweep_dir)
+    assert len(query(board)) == 2
+    assert len(query(board, include_partial=True)) == 3
+
+
+def test_a_fold_recorded_twice_counts_once(sweep_dir):
+    before = build_leaderboard(sweep_dir)
+    first = sorted((sweep_dir / store.FOLD_RESULTS).glob("*.json"))[0]
+    (first.parent / ("copy-" + first.name)).write_bytes(first.read_bytes())
+    after = build_leaderboard(sweep_dir)
+    assert list(after["folds_done"]) == list(before["folds_done"])
+    assert list(after["qwk_mean"]) == list(before["qwk_mean"])
+
+
+def test_half_written_files_are_ignored_while_a_sweep_runs(sweep_dir):
+    (sweep_dir / store.FOLD_RESULTS / "zzz-s42-f0.json").write_text('{"config_id": ')
+    assert len(build_leaderboard(sweep_dir)) == 3
+
+
+def test_where_top_and_by(sweep_dir):
+    board = build_leaderboard(sweep_dir)
+    only = query(board, where=("forest.min_samples_leaf=10",))
+    assert list(only["params"].map(lambda p: p["forest.min_samples_leaf"])) == [10]
+    assert len(query(board, top=1)) == 1
+    fastest = query(board, by="wall_s")
+    assert list(fastest["wall_s"]) == sorted(fastest["wall_s"])
+    with pytest.raises(ConfigError, match="not a sortable column"):
+        query(board, by="qwk_mean; rm -rf /")
+    with pytest.raises(ConfigError, match="no such column or parameter"):
+        query(board, where=("forest.min_leaf=1",))

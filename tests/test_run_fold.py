@@ -1,0 +1,35 @@
+"""`run_fold` reports, records what produced it, and is reproducible."""
+
+from __future__ import annotations
+
+from dfu_train.config import TrialConfig
+from dfu_train.data.folds import assign_folds, split
+from dfu_train.training.fold import run_fold
+
+CONFIG = TrialConfig().override({"forest.n_estimators": 30, "forest.inner_folds": 3})
+
+
+def test_run_fold_reports_progress_stage_and_qwk(cohort):
+    reports = []
+    result = run_fold(CONFIG, cohort, 1, report=lambda m, c: reports.append((m, c)))
+    assert len(reports) == 1
+    metrics, checkpoint = reports[0]
+    assert metrics["progress"] == 1 and metrics["stage"] == "forest"
+    assert metrics["val_qwk"] == result.qwk
+    assert checkpoint is None
+
+
+def test_result_holds_exactly_the_validation_samples_and_provenance(cohort):
+    result = run_fold(CONFIG, cohort, 2)
+    _, val = split(assign_folds(cohort, n_folds=5, seed=42), 2)
+    assert [s["sample_id"] for s in result.val_samples] == list(cohort.samples["sample_id"].iloc[val])
+    assert all(abs(sum(s["proba"]) - 1) < 1e-4 for s in result.val_samples)
+    assert result.cohort_fingerprint == cohort.fingerprint
+    assert len(result.fold_fingerprint) == 16
+    assert {"torch", "scikit-learn", "ray", "git_revision", "dfu_train"} <= set(result.versions)
+    assert set(result.metrics) == {"qwk", "accuracy", "macro_f1", "f1_I", "f1_P", "f1_R"}
+    assert result.config_id == CONFIG.config_id
+
+
+def test_same_config_fold_and_seed_give_identical_metrics(cohort):
+    assert run_fold(CONFIG, cohort, 0).to_dict()["metrics"] == run_fold(CONFIG, cohort, 0).to_dict()["metrics"]

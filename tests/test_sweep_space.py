@@ -1,0 +1,92 @@
+"""Sweep files are validated before Ray starts and expand reproducibly into configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dfu_train.data.cohort import load_cohort
+from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
+from dfu_train.errors import ConfigError, DataError
+from dfu_train.sweep.launch import max_concurrent_trials, plan_sweep
+from dfu_train.sweep.space import expand_configs, load_sweep, parse_sweep
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "metadata.yaml"])
+def test_ready_sweep_files_are_valid(name):
+    spec = load_sweep(SWEEPS / name)
+    configs = expand_configs(spec)
+    assert configs
+    assert len({c.config_id for c, _ in configs}) == len(configs)
+
+
+def test_random_search_is_reproducible_under_its_seed():
+    data = {"search": {"num_samples": 6, "seed": 3},
+            "space": {"forest.n_estimators": {"randint": [10, 500]},
+                      "metadata.imputer_neighbors": {"choice": [3, 5, 7]}}}
+    first = [c.config_id for c, _ in expand_configs(parse_sweep(data))]
+    again = [c.config_id for c, _ in expand_configs(parse_sweep(data))]
+    other = [c.config_id for c, _ in expand_configs(parse_sweep({**data, "search": {"num_samples": 6, "seed": 4}}))]
+    assert first == again
+    assert first != other
+    assert len(first) == 6
+
+
+def test_grid_crosses_values_and_fixed_values_apply():
+    spec = parse_sweep({"search": {"algorithm": "grid"}, "fixed": {"forest.n_estimators": 7},
+                        "space": {"forest.class_weight": {"grid": ["balanced", "none"]},
+                                  "forest.min_samples_leaf": {"grid": [1, 2, 3]}}})
+    configs = expand_configs(spec)
+    assert len(configs) == 6
+    assert {c.forest.n_estimators for c, _ in configs} == {7}
+    assert {(p["forest.class_weight"], p["forest.min_samples_leaf"]) for _, p in configs} == {
+        (w, leaf) for w in ("balanced", "none") for leaf in (1, 2, 3)}
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"serach": {}}, r"unknown key 'serach' \(did you mean 'search'\?\)"),
+    ({"space": {"forest.n_estimater": {"choice": [1]}}}, r"did you mean 'forest.n_estimators'"),
+    ({"space": {"forest.n_estimators": {"choice": []}}}, "non-empty list"),
+    ({"space": {"forest.n_estimators": {"randint": [50, 10]}}}, "empty or inverted"),
+    ({"space": {"forest.n_estimators": {"normal": [1, 2]}}}, "unknown distribution 'normal'"),
+    ({"space": {"forest.n_estimators": {"choice": [-1]}}}, "greater than or equal to 1"),
+    ({"space": {"metadata.features": {"choice": [["Age", "Phase Confidence (%)"]]}}}, "never a feature"),
+    ({"cv": {"n_folds": 3, "run_folds": [0, 4]}}, "fold 4 does not exist"),
+    ({"fixed": {"cv.seed": 3}}, "cv section"),
+    ({"search": {"algorithm": "grid"}, "space": {"forest.max_depth": {"randint": [2, 9]}}},
+     "grid needs grid values only"),
+])
+def test_bad_sweep_files_are_refused_with_the_key(data, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_sweep(data, source="x.yaml")
+
+
+def test_yaml_is_read_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("search: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_sweep(path)
+
+
+def test_plan_checks_data_and_folds_before_anything_is_written(tmp_path):
+    spec = parse_sweep({"name": "x", "cv": {"n_folds": 5}})
+    with pytest.raises(DataError, match="data root .* not found"):
+        plan_sweep(spec, data_root=tmp_path / "none", storage=tmp_path / "results")
+    small = write_synthetic_cohort(tmp_path / "small", SynthSpec(patients=8, images=False))
+    rare = load_cohort(small).samples.groupby("label")["Patient#"].nunique().min()
+    too_many = parse_sweep({"name": "x", "cv": {"n_folds": int(rare) + 1}})
+    with pytest.raises(ConfigError, match="patients have class"):
+        plan_sweep(too_many, data_root=small, storage=tmp_path / "results")
+    assert not (tmp_path / "results" / "x").exists()
+
+
+def test_concurrency_comes_from_cluster_resources():
+    spec = parse_sweep({"resources": {"cpus_per_trial": 2}})
+    assert max_concurrent_trials(spec, {"CPU": 9}) == 4  # 2 + 0.25 driver per trial
+    gpu = parse_sweep({"resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.5}})
+    assert max_concurrent_trials(gpu, {"CPU": 64, "GPU": 2}) == 4
+    fixed = parse_sweep({"resources": {"max_concurrent": 3}})
+    assert max_concurrent_trials(fixed, {"CPU": 64}) == 3
