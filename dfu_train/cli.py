@@ -26,7 +26,8 @@ sweep_app = typer.Typer(help="Launch sweeps on a Ray cluster.", no_args_is_help=
 app.add_typer(data_app, name="data")
 app.add_typer(sweep_app, name="sweep")
 
-out = Console(highlight=False)
+# Piped output is not squeezed into 80 columns: tables stay readable in logs and CI.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, highlight=False)
 
 DataRoot = Annotated[Path, typer.Option("--data-root", envvar="DFU_DATA_ROOT",
@@ -34,6 +35,7 @@ DataRoot = Annotated[Path, typer.Option("--data-root", envvar="DFU_DATA_ROOT",
 Storage = Annotated[Path, typer.Option("--storage", envvar="DFU_STORAGE",
                                        help="folder that holds sweep results")]
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output only")]
+Jobs = Annotated[int, typer.Option("--jobs", help="forest threads; -1 = all cores (no Ray here)")]
 DEMO_DATA = Path("results/demo-data")
 
 
@@ -111,6 +113,7 @@ def fold_command(
     config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best) or 'default'")],
     fold: Annotated[int, typer.Option("--fold", min=0)],
     data_root: DataRoot = DEMO_DATA,
+    jobs: Jobs = -1,
     as_json: AsJson = False,
 ) -> None:
     """Run one fold of a config, without Ray."""
@@ -120,7 +123,7 @@ def fold_command(
 
     trial = load_trial_config(config)
     cohort = load_cohort(data_root)
-    result = run_fold(trial, cohort, fold, report=_print_report)
+    result = run_fold(trial, cohort, fold, report=_print_report, n_jobs=jobs)
     if as_json:
         _emit_json({k: v for k, v in result.to_dict().items()})
     else:
@@ -140,6 +143,7 @@ def cv_command(
     config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best) or 'default'")],
     data_root: DataRoot = DEMO_DATA,
     fold_seeds: Annotated[Optional[str], typer.Option(help="comma-separated fold seeds")] = None,
+    jobs: Jobs = -1,
     as_json: AsJson = False,
 ) -> None:
     """Full cross-validation of a config on every fold (and fold seed), without Ray."""
@@ -154,7 +158,7 @@ def cv_command(
     for seed in seeds:
         seeded = trial.override({"cv.seed": seed})
         for fold in range(seeded.cv.n_folds):
-            result = run_fold(seeded, cohort, fold)
+            result = run_fold(seeded, cohort, fold, n_jobs=jobs)
             folds.append({"fold_seed": seed, "fold": fold, "qwk": result.qwk,
                           "meta_qwk": result.meta_qwk, "accuracy": result.metrics["accuracy"],
                           "macro_f1": result.metrics["macro_f1"]})
@@ -211,6 +215,73 @@ def _run_sweep_file(sweep_file: Path, **options) -> Path:
     return run_sweep(plan, address=address, on_event=lambda line: err.print(line))
 
 
+@sweep_app.command("resume")
+@user_errors
+def sweep_resume(
+    name: Annotated[str, typer.Argument(help="sweep name under --storage, or its folder")],
+    storage: Storage = Path("results"),
+    address: Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS",
+                                                   help="Ray cluster address")] = None,
+) -> None:
+    """Continue a sweep after a crash or Ctrl-C: finished folds are kept, the rest continue."""
+    from dfu_train.sweep.launch import plan_sweep, run_sweep
+    from dfu_train.sweep.space import parse_sweep
+    from dfu_train.sweep.store import read_manifest, resolve_sweep
+
+    sweep_dir = resolve_sweep(name, storage=storage)
+    manifest = read_manifest(sweep_dir)
+    spec = parse_sweep(manifest["spec"], source=str(sweep_dir / "sweep.json"))
+    plan = plan_sweep(spec, data_root=manifest["data_root"], storage=sweep_dir.parent,
+                      name=sweep_dir.name)
+    run_sweep(plan, address=address, on_event=lambda line: err.print(line))
+    _print_board(sweep_dir, top=10)
+
+
+@sweep_app.command("status")
+@user_errors
+def sweep_status(
+    name: Annotated[str, typer.Argument(help="sweep name under --storage, or its folder")],
+    storage: Storage = Path("results"),
+    as_json: AsJson = False,
+) -> None:
+    """Trial counts (finished, running, pending, pruned, error) and the current best config."""
+    from dfu_train.sweep.leaderboard import build_leaderboard, query
+    from dfu_train.sweep.store import read_manifest, read_trial_states, resolve_sweep
+
+    sweep_dir = resolve_sweep(name, storage=storage)
+    manifest = read_manifest(sweep_dir)
+    trials = read_trial_states(sweep_dir)
+    counts = {s: sum(t["status"] == s for t in trials)
+              for s in ("finished", "running", "pending", "pruned", "error")}
+    counts["planned"] = len(manifest["configs"]) * len(manifest["folds"])
+    board = query(build_leaderboard(sweep_dir), include_partial=True)
+    best = None if board.empty or board.iloc[0]["qwk_mean"] != board.iloc[0]["qwk_mean"] else {
+        k: board.iloc[0][k] for k in ("config_id", "qwk_mean", "qwk_std", "folds_done",
+                                      "folds_total")}
+    if as_json:
+        _emit_json({"sweep": sweep_dir.name, "trials": counts, "best": best,
+                    "errors": [t for t in trials if t["status"] == "error"]})
+        return
+    out.print(f"sweep {sweep_dir.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    if best:
+        out.print(f"best so far: {best['config_id']} qwk {_fmt(best['qwk_mean'])} ± "
+                  f"{_fmt(best['qwk_std'])} ({best['folds_done']}/{best['folds_total']} folds)")
+    for trial in trials:
+        if trial["status"] == "error":
+            out.print(f"error in config {trial['config_id']} fold {trial['fold']}: {trial['error']}")
+
+
+@sweep_app.command("schema")
+def sweep_schema() -> None:
+    """Print the JSON schema of the sweep-file format (and the dotted parameter names)."""
+    from dfu_train.config import TrialConfig
+    from dfu_train.sweep.space import SweepSpec
+
+    schema = SweepSpec.model_json_schema()
+    schema["x-parameters"] = list(TrialConfig.dotted_names())
+    _emit_json(schema)
+
+
 @app.command("leaderboard")
 @user_errors
 def leaderboard_command(
@@ -223,9 +294,11 @@ def leaderboard_command(
     fmt: Annotated[str, typer.Option("--format", help="table|csv|json|parquet")] = "table",
     out_file: Annotated[Optional[Path], typer.Option("--out")] = None,
     export_best: Annotated[Optional[Path], typer.Option(help="write the best config here")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="config_id to compare against, "
+                                                    "paired over shared folds")] = None,
 ) -> None:
     """Configs ranked by mean QWK over folds (read offline from the sweep folder)."""
-    from dfu_train.sweep.leaderboard import build_leaderboard, query
+    from dfu_train.sweep.leaderboard import build_leaderboard, compare_to_baseline, query
     from dfu_train.sweep.store import read_manifest, resolve_sweep, write_json_atomic
 
     if fmt not in ("table", "csv", "json", "parquet"):
@@ -233,8 +306,10 @@ def leaderboard_command(
     if fmt == "parquet" and out_file is None:
         raise ConfigError("--format parquet needs --out FILE")
     sweep_dir = resolve_sweep(name, storage=storage)
-    board = query(build_leaderboard(sweep_dir), by=by, top=top, include_partial=show_all,
-                  where=tuple(where or ()))
+    board = build_leaderboard(sweep_dir)
+    if baseline is not None:
+        board = compare_to_baseline(board, baseline)
+    board = query(board, by=by, top=top, include_partial=show_all, where=tuple(where or ()))
     if export_best is not None:
         if board.empty:
             raise ConfigError("no complete config to export (see --all)")
@@ -265,14 +340,18 @@ def _print_board(sweep_dir: Path, *, top: int) -> None:
 
 def _board_table(board, title: str) -> None:
     table = Table(title=f"leaderboard {title}")
-    for column in ("#", "config", "QWK mean ± std", "folds", "meta QWK", "macro F1"):
+    paired = "baseline_diff" in board.columns
+    for column in ("#", "config", "QWK mean ± std", "folds", "meta QWK", "macro F1",
+                   *(("Δ vs baseline (p)",) if paired else ())):
         table.add_column(column, no_wrap=True)
     table.add_column("params", overflow="fold")
     for rank, row in enumerate(board.itertuples(index=False), start=1):
         folds = f"{row.folds_done}/{row.folds_total}" + ("" if row.complete else " partial")
+        folds += f" {row.pruned} pruned" * bool(row.pruned) + f" {row.errors} error" * bool(row.errors)
         params = ", ".join(f"{k}={v}" for k, v in row.params.items()) or "-"
+        extra = (f"{_fmt(row.baseline_diff)} ({_fmt(row.baseline_p)})",) if paired else ()
         table.add_row(str(rank), row.config_id, f"{_fmt(row.qwk_mean)} ± {_fmt(row.qwk_std)}",
-                      folds, _fmt(row.meta_qwk_mean), _fmt(row.macro_f1_mean), params)
+                      folds, _fmt(row.meta_qwk_mean), _fmt(row.macro_f1_mean), *extra, params)
     out.print(table)
 
 

@@ -44,9 +44,9 @@ def editable_root(synthetic_root, tmp_path) -> Path:
     return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
-    """A private local Ray for one test, shut down afterwards (never `ray stop`)."""
+    """A private local Ray for one test module, shut down afterwards (never `ray stop`)."""
     import ray
 
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)

@@ -3,41 +3,93 @@
 from __future__ import annotations
 
 import json
+import shutil
+import time
 
 import pytest
+from typer.testing import CliRunner
 
+from dfu_train.cli import app
+from dfu_train.data import schema
 from dfu_train.sweep import store
 from dfu_train.sweep.launch import plan_sweep, run_sweep
 from dfu_train.sweep.leaderboard import build_leaderboard
 from dfu_train.sweep.space import parse_sweep
 
 pytestmark = pytest.mark.ray
+SMALL = {"forest.n_estimators": 20, "forest.inner_folds": 3}
 
 
-def test_sweep_runs_torchtrainer_trials_and_a_rerun_repeats_nothing(local_ray, tmp_path,
-                                                                    tables_only_root):
+def test_sweep_runs_torchtrainer_trials_and_resume_repeats_nothing(local_ray, tmp_path,
+                                                                   tables_only_root):
     spec = parse_sweep({"name": "real", "cv": {"n_folds": 3, "run_folds": [0, 2]},
                         "search": {"algorithm": "grid"}, "scheduler": {"type": "asha"},
-                        "resources": {"cpus_per_trial": 1},
-                        "fixed": {"forest.n_estimators": 20, "forest.inner_folds": 3}})
+                        "resources": {"cpus_per_trial": 1}, "fixed": SMALL})
     plan = plan_sweep(spec, data_root=tables_only_root, storage=tmp_path)
-    events: list[str] = []
-    sweep_dir = run_sweep(plan, on_event=events.append)
+    sweep_dir = run_sweep(plan, on_event=lambda line: None)
 
     records = store.read_fold_results(sweep_dir)
     assert sorted(r["fold"] for r in records) == [0, 2]
     for record in records:
         assert record["trial_id"] and record["status"] == "finished"
         assert record["wall_s"] >= record["compute_s"] > 0
-    trainer_runs = list((sweep_dir / store.TRAIN_DIR).glob("train-*"))
-    assert len(trainer_runs) == 2  # each trial ran as its own TorchTrainer
+    assert len(list((sweep_dir / store.TRAIN_DIR).glob("train-*"))) == 2  # one TorchTrainer each
     board = build_leaderboard(sweep_dir)
     assert board.iloc[0]["folds_done"] == 2 and bool(board.iloc[0]["complete"])
 
     results = sorted((sweep_dir / store.FOLD_RESULTS).glob("*.json"))
     written = {p.name: p.stat().st_mtime_ns for p in results}
-    run_sweep(plan, on_event=events.append)  # same sweep again: restored, nothing re-run
-    assert {p.name: p.stat().st_mtime_ns for p in results} == written
-    assert any("continuing the recorded sweep" in e for e in events)
-    params = [json.loads(p.read_text()) for p in (sweep_dir / "tune").glob("*/params.json")]
-    assert sorted(p["fold"] for p in params) == [0, 2]
+    runner = CliRunner()
+    resumed = runner.invoke(app, ["sweep", "resume", "real", "--storage", str(tmp_path)])
+    assert resumed.exit_code == 0, resumed.output
+    assert "continuing the recorded sweep" in resumed.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in results} == written  # nothing re-ran
+    status = runner.invoke(app, ["sweep", "status", "real", "--storage", str(tmp_path), "--json"])
+    assert status.exit_code == 0, status.output
+    payload = json.loads(status.stdout)
+    assert payload["trials"]["finished"] == payload["trials"]["planned"] == 2
+    assert payload["best"]["config_id"] == board.iloc[0]["config_id"]
+
+
+def test_a_trial_that_fails_after_validation_fails_alone_with_its_reason(local_ray, tmp_path,
+                                                                         tables_only_root):
+    root = tmp_path / "cohort"
+    shutil.copytree(tables_only_root, root)
+    spec = parse_sweep({"name": "broken", "cv": {"n_folds": 3, "run_folds": [0]},
+                        "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
+                        "resources": {"cpus_per_trial": 1, "max_failures": 0}, "fixed": SMALL})
+    plan = plan_sweep(spec, data_root=root, storage=tmp_path)
+    (root / schema.METADATA_CSV).write_bytes(b"\xff\xfe broken after validation")
+    sweep_dir = run_sweep(plan, on_event=lambda line: None)
+    states = store.read_trial_states(sweep_dir)
+    assert [s["status"] for s in states] == ["error"]
+    assert "not UTF-8" in states[0]["error"]
+    row = build_leaderboard(sweep_dir).iloc[0]
+    assert row["errors"] == 1 and row["folds_done"] == 0 and "not UTF-8" in row["last_error"]
+
+
+def test_reservations_of_dead_trial_controllers_are_released(local_ray):
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table
+
+    from dfu_train.sweep.reservations import release_orphaned_placement_groups
+
+    @ray.remote(num_cpus=0)
+    class Controller:  # stands in for a TorchTrainer controller that Tune killed mid-run
+        def reserve(self):
+            group = placement_group([{"CPU": 0.5}])
+            ray.get(group.ready())
+            return group.id.hex()
+
+    kept = placement_group([{"CPU": 0.25}])  # made by the driver itself: must survive
+    ray.get(kept.ready())
+    controller = Controller.remote()
+    orphan = ray.get(controller.reserve.remote())
+    ray.kill(controller)
+    deadline = time.monotonic() + 20
+    while placement_group_table()[orphan]["state"] != "REMOVED" and time.monotonic() < deadline:
+        release_orphaned_placement_groups()
+        time.sleep(0.5)
+    assert placement_group_table()[orphan]["state"] == "REMOVED"
+    assert placement_group_table()[kept.id.hex()]["state"] == "CREATED"
+    ray.util.remove_placement_group(kept)

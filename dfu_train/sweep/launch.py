@@ -27,6 +27,7 @@ from dfu_train.data.cohort import Cohort, load_cohort
 from dfu_train.data.folds import check_fold_count
 from dfu_train.errors import ConfigError, DataError
 from dfu_train.sweep import store
+from dfu_train.sweep.reservations import ReleaseOrphanedReservations
 from dfu_train.sweep.space import SweepSpec, expand_configs
 from dfu_train.sweep.trainable import fold_trainable
 
@@ -127,12 +128,18 @@ def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
     return max(1, limit)
 
 
-def create_scheduler(spec: SweepSpec, *, max_t: int):
-    """ASHA on the monotonic `progress` counter, or FIFO; `training_iteration` resets on restore."""
-    if spec.scheduler.type == "none":
-        return FIFOScheduler()
-    return ASHAScheduler(time_attr="progress", max_t=max(1, max_t),
-                         grace_period=min(spec.scheduler.grace_period, max(1, max_t)),
+def create_scheduler(spec: SweepSpec, *, schedule_length: int):
+    """ASHA on the monotonic `progress` counter, or FIFO; `training_iteration` resets on restore.
+
+    `max_t` lies one step past the full schedule: a trial that completes its schedule ends by
+    itself. Were ASHA to stop it at `max_t`, Tune would kill the trial's driver while its
+    TorchTrainer still holds the worker's placement group, and that reservation would leak.
+    """
+    if spec.scheduler.type == "none" or schedule_length <= 1:
+        return FIFOScheduler()  # a single report leaves ASHA nothing to stop early
+    max_t = max(1, schedule_length) + 1
+    return ASHAScheduler(time_attr="progress", max_t=max_t,
+                         grace_period=min(spec.scheduler.grace_period, max_t - 1),
                          reduction_factor=spec.scheduler.reduction_factor)
 
 
@@ -164,10 +171,10 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                 tune_config=tune.TuneConfig(
                     metric="val_qwk", mode="max", num_samples=1,
                     max_concurrent_trials=concurrency,
-                    scheduler=create_scheduler(plan.spec, max_t=1),
+                    scheduler=create_scheduler(plan.spec, schedule_length=1),
                     trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name=store.TUNE_DIR, storage_path=str(plan.sweep_dir),
-                                          verbose=0, callbacks=[_EventPrinter()]),
+                                          verbose=0, callbacks=[_EventPrinter(), ReleaseOrphanedReservations()]),
             )
         grid = tuner.fit()
         for result in grid:

@@ -10,13 +10,15 @@ import statistics
 from pathlib import Path
 
 import pandas as pd
+from scipy.stats import ttest_rel
 
 from dfu_train.errors import ConfigError, did_you_mean
 from dfu_train.sweep import store
 
 COLUMNS = ("config_id", "params", "folds_done", "folds_total", "complete", "qwk_mean", "qwk_std",
-           "qwk_folds", "meta_qwk_mean", "fusion_gain_mean", "accuracy_mean", "macro_f1_mean",
-           "wall_s", "compute_s")
+           "qwk_folds", "qwk_by_fold", "meta_qwk_mean", "fusion_gain_mean", "accuracy_mean",
+           "macro_f1_mean", "pruned", "errors", "last_error", "wall_s", "compute_s")
+TEXT_COLUMNS = ("config_id", "params", "qwk_folds", "qwk_by_fold", "complete", "last_error")
 
 
 def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
@@ -27,12 +29,17 @@ def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
     for record in store.read_fold_results(sweep_dir):
         key = (record["config_id"], record["fold_seed"], record["fold"])
         records.setdefault(key, record)  # de-duplicate: a fold counts once however often it ran
+    states: dict[str, list[dict]] = {}
+    for trial in store.read_trial_states(sweep_dir):
+        states.setdefault(trial["config_id"], []).append(trial)
     rows = []
     for entry in manifest["configs"]:
         config_id = entry["config_id"]
         done = sorted((r for (cid, _, _), r in records.items() if cid == config_id),
                       key=lambda r: (r["fold_seed"], r["fold"]))
         qwks = [r["metrics"]["qwk"] for r in done]
+        trials = states.get(config_id, [])
+        errors = [t["error"] for t in trials if t["status"] == "error"]
         rows.append({
             "config_id": config_id,
             "params": entry["params"],
@@ -42,10 +49,14 @@ def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
             "qwk_mean": _mean(qwks),
             "qwk_std": _std(qwks),
             "qwk_folds": qwks,
+            "qwk_by_fold": {f"{r['fold_seed']}/{r['fold']}": r["metrics"]["qwk"] for r in done},
             "meta_qwk_mean": _mean([r["meta_qwk"] for r in done]),
             "fusion_gain_mean": _mean([r["fusion_gain"] for r in done]),
             "accuracy_mean": _mean([r["metrics"]["accuracy"] for r in done]),
             "macro_f1_mean": _mean([r["metrics"]["macro_f1"] for r in done]),
+            "pruned": sum(t["status"] == "pruned" for t in trials),
+            "errors": len(errors),
+            "last_error": errors[-1] if errors else None,
             "wall_s": round(sum(r.get("wall_s", 0.0) for r in done), 2),
             "compute_s": round(sum(r.get("compute_s", 0.0) for r in done), 2),
         })
@@ -60,7 +71,7 @@ def query(board: pd.DataFrame, *, by: str = "qwk_mean", top: int | None = None,
           include_partial: bool = False, where: tuple[str, ...] = ()) -> pd.DataFrame:
     """Filter and rank. `where` items are FIELD=VALUE on a column or a swept dotted parameter,
     compared as text (no expression is evaluated)."""
-    numeric = [c for c in COLUMNS if c not in ("config_id", "params", "qwk_folds", "complete")]
+    numeric = [c for c in board.columns if c not in TEXT_COLUMNS]
     if by not in numeric:
         raise ConfigError(f"--by {by!r}: not a sortable column{did_you_mean(by, numeric)}; "
                           f"choose from {', '.join(numeric)}")
@@ -83,6 +94,27 @@ def query(board: pd.DataFrame, *, by: str = "qwk_mean", top: int | None = None,
     out = out.sort_values(["complete", by], ascending=[False, ascending], na_position="last",
                           kind="stable")
     return out.head(top) if top else out
+
+
+def compare_to_baseline(board: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Paired comparison on the folds both configs finished: mean QWK difference and the
+    paired t-test p-value (None with fewer than two shared folds)."""
+    if baseline not in set(board["config_id"]):
+        raise ConfigError(f"--baseline {baseline!r}: no such config in this sweep"
+                          f"{did_you_mean(baseline, board['config_id'])}")
+    reference = board.loc[board["config_id"] == baseline, "qwk_by_fold"].iloc[0]
+    diffs, pvalues, shared_counts = [], [], []
+    for by_fold in board["qwk_by_fold"]:
+        shared = [k for k in by_fold if k in reference
+                  and by_fold[k] is not None and reference[k] is not None]
+        ours, theirs = [by_fold[k] for k in shared], [reference[k] for k in shared]
+        diffs.append(_mean([a - b for a, b in zip(ours, theirs)]))
+        pvalue = None
+        if len(shared) > 1 and any(a != b for a, b in zip(ours, theirs)):
+            pvalue = round(float(ttest_rel(ours, theirs).pvalue), 4)
+        pvalues.append(pvalue)
+        shared_counts.append(len(shared))
+    return board.assign(baseline_diff=diffs, baseline_p=pvalues, baseline_folds=shared_counts)
 
 
 def _mean(values) -> float | None:

@@ -87,6 +87,56 @@ def read_fold_result(sweep_dir: Path, config_id: str, fold_seed: int, fold: int)
         return None
 
 
+def read_trial_states(sweep_dir: Path) -> list[dict]:
+    """Each Tune trial as {trial_id, config_id, fold, fold_seed, status, error}.
+
+    status is finished (its fold record exists), running, pending, error, or pruned (stopped by
+    the scheduler without a record). Read from Tune's periodically written experiment state and
+    each trial's params.json, so it works while the sweep runs; unreadable entries are skipped.
+    """
+    tune_dir = sweep_dir / TUNE_DIR
+    states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return []
+    try:
+        trial_data = json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        return []
+    finished = {(r["config_id"], r["fold_seed"], r["fold"]) for r in read_fold_results(sweep_dir)}
+    trials = []
+    for entry in trial_data:
+        try:
+            trial, runtime = json.loads(entry[0]), json.loads(entry[1])
+            params = json.loads((tune_dir / trial["relative_logdir"] / "params.json").read_text())
+        except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError):
+            continue
+        key = (params["trial"]["config_id"], params["trial"]["config"]["cv"]["seed"], params["fold"])
+        status = _STATUS.get(trial.get("status"), "pending")
+        if key in finished:
+            status = "finished"
+        elif status == "finished":
+            status = "pruned"
+        error = None
+        if status == "error":
+            error = _last_line(tune_dir / trial["relative_logdir"] / "error.txt") or (
+                runtime.get("error_filename") or "failed")
+        trials.append({"trial_id": trial["trial_id"], "config_id": key[0], "fold_seed": key[1],
+                       "fold": key[2], "status": status, "error": error})
+    return trials
+
+
+_STATUS = {"TERMINATED": "finished", "ERROR": "error", "RUNNING": "running",
+           "PENDING": "pending", "PAUSED": "pending"}
+
+
+def _last_line(path: Path) -> str | None:
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1].strip()[:300] if lines else None
+
+
 def read_fold_results(sweep_dir: Path) -> list[dict]:
     """Every readable fold record, in file-name order; temporary files are skipped."""
     records = []
