@@ -212,7 +212,7 @@ def _run_sweep_file(sweep_file: Path, **options) -> Path:
     address = options.pop("address")
     spec = load_sweep(sweep_file)
     plan = plan_sweep(spec, source=str(sweep_file), **options)
-    return run_sweep(plan, address=address, on_event=lambda line: err.print(line))
+    return run_sweep(plan, address=address, on_event=lambda line: err.print(line, soft_wrap=True))
 
 
 @sweep_app.command("resume")
@@ -233,7 +233,7 @@ def sweep_resume(
     spec = parse_sweep(manifest["spec"], source=str(sweep_dir / "sweep.json"))
     plan = plan_sweep(spec, data_root=manifest["data_root"], storage=sweep_dir.parent,
                       name=sweep_dir.name)
-    run_sweep(plan, address=address, on_event=lambda line: err.print(line))
+    run_sweep(plan, address=address, on_event=lambda line: err.print(line, soft_wrap=True))
     _print_board(sweep_dir, top=10)
 
 

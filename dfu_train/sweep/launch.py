@@ -7,6 +7,7 @@ the scheduler and the trainable are separate pieces, each made by a small factor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -176,7 +177,8 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                 run_config=tune.RunConfig(name=store.TUNE_DIR, storage_path=str(plan.sweep_dir),
                                           verbose=0, callbacks=[_EventPrinter(), ReleaseOrphanedReservations()]),
             )
-        grid = tuner.fit()
+        with contextlib.redirect_stdout(sys.stderr):  # Tune's banners; stdout stays the result's
+            grid = tuner.fit()
         for result in grid:
             if result.error is not None:
                 on_event(f"trial failed: {str(result.error).strip().splitlines()[-1][:200]}")
