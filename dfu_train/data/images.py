@@ -1,0 +1,125 @@
+"""Wound crops for the image branches: per-modality crop rules, resize and pad, a crop cache.
+
+Crop rules (data-format.md section 4): depth_rgb and thermal_rgb use the box as is; thermal_map
+grows the thermal box by 30 px on every side; depth_map scales the depth box by the
+depth-to-colormap field of view. Scaled or grown corners are widened outwards (floor for the
+minimum, ceil for the maximum), clipped to the frame and kept at least 1 px wide. Crops are then
+resized on their longer side to the image size and centred on a zero-padded square. Values stay
+uint8 in [0, 255]; normalisation belongs to the backbone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dfu_train.data import schema
+from dfu_train.data.cohort import Cohort
+from dfu_train.errors import DataError
+
+THERMAL_MAP_MARGIN = 30
+DEPTH_MAP_FOV = (3 / 69, 3 / 42)  # (x, y) depth-to-colormap field-of-view ratios
+
+
+def crop_box(modality: str, box, frame_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The pixel box (x0, y0, x1, y1), x1/y1 exclusive, to cut from a `frame_size` (w, h) frame."""
+    xmin, ymin, xmax, ymax = (float(v) for v in box)
+    if modality == "thermal_map":
+        xmin, ymin = xmin - THERMAL_MAP_MARGIN, ymin - THERMAL_MAP_MARGIN
+        xmax, ymax = xmax + THERMAL_MAP_MARGIN, ymax + THERMAL_MAP_MARGIN
+    elif modality == "depth_map":
+        fx, fy = DEPTH_MAP_FOV
+        xmin, xmax = xmin * (1 - fx), xmax * (1 + fx)
+        ymin, ymax = ymin * (1 - fy), ymax * (1 + fy)
+    elif modality not in ("depth_rgb", "thermal_rgb"):
+        raise ValueError(f"no crop rule for modality {modality!r}")
+    width, height = frame_size
+    x0 = min(max(math.floor(xmin), 0), width - 1)
+    y0 = min(max(math.floor(ymin), 0), height - 1)
+    x1 = max(min(math.ceil(xmax), width), x0 + 1)
+    y1 = max(min(math.ceil(ymax), height), y0 + 1)
+    return x0, y0, x1, y1
+
+
+def resize_and_pad(crop: np.ndarray, size: int) -> np.ndarray:
+    """Aspect-preserving resize of the longer side to `size`, centred zero padding to a square."""
+    height, width = crop.shape[:2]
+    scale = size / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = np.asarray(Image.fromarray(crop).resize((new_w, new_h), Image.BILINEAR))
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top:top + new_h, left:left + new_w] = resized
+    return out
+
+
+def read_frame(path: Path) -> np.ndarray:
+    """An RGB uint8 frame; grayscale, palette and RGBA frames are converted, 16-bit scaled down."""
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(image, dtype=np.float32)
+                peak = max(float(array.max()), 1.0)
+                image = Image.fromarray((array / peak * 255).astype(np.uint8))
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+
+
+def modality_rows(cohort: Cohort, modality: str):
+    """The image rows that have a frame of `modality` (its camera's file is known)."""
+    camera = schema.IMAGE_FOLDERS[modality][1]
+    return cohort.image_rows.dropna(subset=[f"{camera}_file"])
+
+
+def build_crops(cohort: Cohort, modality: str, size: int) -> np.ndarray:
+    """(n_rows, size, size, 3) uint8 crops, aligned with `modality_rows(cohort, modality)`."""
+    if modality not in cohort.modalities:
+        raise DataError(f"{cohort.root}: no {modality} images in this cohort")
+    folder, camera = schema.IMAGE_FOLDERS[modality]
+    rows = modality_rows(cohort, modality)
+    crops = np.zeros((len(rows), size, size, 3), dtype=np.uint8)
+    frames: dict[str, np.ndarray] = {}
+    for i, row in enumerate(rows.itertuples(index=False)):
+        name = getattr(row, f"{camera}_file")
+        if name not in frames:
+            frames = {name: read_frame(cohort.root / folder / name)}  # rows of a frame are adjacent
+        frame = frames[name]
+        box = [getattr(row, f"{camera}_{c}") for c in ("xmin", "ymin", "xmax", "ymax")]
+        x0, y0, x1, y1 = crop_box(modality, box, (frame.shape[1], frame.shape[0]))
+        crops[i] = resize_and_pad(frame[y0:y1, x0:x1], size)
+    return crops
+
+
+def cached_crops(cohort: Cohort, modality: str, size: int, cache_dir: Path | None) -> np.ndarray:
+    """`build_crops`, computed once per (cohort fingerprint, modality, size) when a cache folder is
+    given; written atomically so concurrent trials never read half a file."""
+    if cache_dir is None:
+        return build_crops(cohort, modality, size)
+    path = Path(cache_dir) / f"crops-{cohort.fingerprint}-{modality}-{size}.npy"
+    expected = (len(modality_rows(cohort, modality)), size, size, 3)
+    if path.is_file():
+        try:
+            crops = np.load(path, allow_pickle=False)
+            if crops.shape == expected and crops.dtype == np.uint8:
+                return crops
+        except (OSError, ValueError):
+            pass  # truncated or corrupt: recompute below
+    crops = build_crops(cohort, modality, size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            np.save(out, crops, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return crops
