@@ -174,8 +174,9 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                     max_concurrent_trials=concurrency,
                     scheduler=create_scheduler(plan.spec, schedule_length=1),
                     trial_dirname_creator=_trial_dirname),
-                run_config=tune.RunConfig(name=store.TUNE_DIR, storage_path=str(plan.sweep_dir),
-                                          verbose=0, callbacks=[_EventPrinter(), ReleaseOrphanedReservations()]),
+                run_config=tune.RunConfig(
+                    name=store.TUNE_DIR, storage_path=str(plan.sweep_dir), verbose=0,
+                    callbacks=[_EventPrinter(), ReleaseOrphanedReservations()]),
             )
         with contextlib.redirect_stdout(sys.stderr):  # Tune's banners; stdout stays the result's
             grid = tuner.fit()
