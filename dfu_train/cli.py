@@ -36,6 +36,7 @@ Storage = Annotated[Path, typer.Option("--storage", envvar="DFU_STORAGE",
                                        help="folder that holds sweep results")]
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output only")]
 Jobs = Annotated[int, typer.Option("--jobs", help="forest threads; -1 = all cores (no Ray here)")]
+Address = Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Ray cluster address")]
 DEMO_DATA = Path("results/demo-data")
 
 
@@ -51,6 +52,10 @@ def user_errors(command):
             raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def _progress(line: str) -> None:
+    err.print(line, soft_wrap=True)
 
 
 def _emit_json(data) -> None:
@@ -125,7 +130,7 @@ def fold_command(
     cohort = load_cohort(data_root)
     result = run_fold(trial, cohort, fold, report=_print_report, n_jobs=jobs)
     if as_json:
-        _emit_json({k: v for k, v in result.to_dict().items()})
+        _emit_json(result.to_dict())
     else:
         out.print(f"config {result.config_id} fold {fold}: qwk {_fmt(result.qwk)}, "
                   f"accuracy {result.metrics['accuracy']:.3f}, "
@@ -196,8 +201,7 @@ def sweep_run(
     data_root: Annotated[Optional[Path], typer.Option(envvar="DFU_DATA_ROOT")] = None,
     storage: Storage = Path("results"),
     name: Annotated[Optional[str], typer.Option(help="sweep name (default: the file's)")] = None,
-    address: Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS",
-                                                   help="Ray cluster address")] = None,
+    address: Address = None,
 ) -> None:
     """Validate a sweep file and cohort, then run the sweep on Ray (local by default)."""
     sweep_dir = _run_sweep_file(sweep_file, data_root=data_root, storage=storage, name=name,
@@ -212,7 +216,7 @@ def _run_sweep_file(sweep_file: Path, **options) -> Path:
     address = options.pop("address")
     spec = load_sweep(sweep_file)
     plan = plan_sweep(spec, source=str(sweep_file), **options)
-    return run_sweep(plan, address=address, on_event=lambda line: err.print(line, soft_wrap=True))
+    return run_sweep(plan, address=address, on_event=_progress)
 
 
 @sweep_app.command("resume")
@@ -220,8 +224,7 @@ def _run_sweep_file(sweep_file: Path, **options) -> Path:
 def sweep_resume(
     name: Annotated[str, typer.Argument(help="sweep name under --storage, or its folder")],
     storage: Storage = Path("results"),
-    address: Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS",
-                                                   help="Ray cluster address")] = None,
+    address: Address = None,
 ) -> None:
     """Continue a sweep after a crash or Ctrl-C: finished folds are kept, the rest continue."""
     from dfu_train.sweep.launch import plan_sweep, run_sweep
@@ -233,7 +236,7 @@ def sweep_resume(
     spec = parse_sweep(manifest["spec"], source=str(sweep_dir / "sweep.json"))
     plan = plan_sweep(spec, data_root=manifest["data_root"], storage=sweep_dir.parent,
                       name=sweep_dir.name)
-    run_sweep(plan, address=address, on_event=lambda line: err.print(line, soft_wrap=True))
+    run_sweep(plan, address=address, on_event=_progress)
     _print_board(sweep_dir, top=10)
 
 
