@@ -36,6 +36,7 @@ Storage = Annotated[Path, typer.Option("--storage", envvar="DFU_STORAGE",
                                        help="folder that holds sweep results")]
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output only")]
 Jobs = Annotated[int, typer.Option("--jobs", help="forest threads; -1 = all cores (no Ray here)")]
+SweepName = Annotated[str, typer.Argument(help="sweep name under --storage, or its folder")]
 Address = Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Ray cluster address")]
 DEMO_DATA = Path("results/demo-data")
 
@@ -222,7 +223,7 @@ def _run_sweep_file(sweep_file: Path, **options) -> Path:
 @sweep_app.command("resume")
 @user_errors
 def sweep_resume(
-    name: Annotated[str, typer.Argument(help="sweep name under --storage, or its folder")],
+    name: SweepName,
     storage: Storage = Path("results"),
     address: Address = None,
 ) -> None:
@@ -243,7 +244,7 @@ def sweep_resume(
 @sweep_app.command("status")
 @user_errors
 def sweep_status(
-    name: Annotated[str, typer.Argument(help="sweep name under --storage, or its folder")],
+    name: SweepName,
     storage: Storage = Path("results"),
     as_json: AsJson = False,
 ) -> None:
@@ -288,7 +289,7 @@ def sweep_schema() -> None:
 @app.command("leaderboard")
 @user_errors
 def leaderboard_command(
-    name: Annotated[str, typer.Argument(help="sweep name under --storage, or its folder")],
+    name: SweepName,
     storage: Storage = Path("results"),
     top: Annotated[Optional[int], typer.Option(min=1)] = None,
     by: str = "qwk_mean",
