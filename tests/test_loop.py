@@ -47,7 +47,8 @@ def test_loop_learns_and_reports_every_epoch():
     assert outcome.best_qwk > 0.8
     assert [e["epoch"] for e in epochs] == list(range(outcome.epochs_run))
     assert all(e["trainable_params"] == 4 * 8 + 8 + 8 * 3 + 3 for e in epochs)
-    assert evaluate(model)[0] == outcome.best_qwk  # best weights restored
+    with torch.no_grad():
+        assert evaluate(model)[0] == outcome.best_qwk  # best weights restored
 
 
 def test_no_improvement_stops_early_and_keeps_the_starting_weights():
