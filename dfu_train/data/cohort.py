@@ -18,6 +18,9 @@ from dfu_train.data import schema
 from dfu_train.errors import DataError, did_you_mean
 
 MISSING_TOKENS = ("", "NA")
+IMAGE_ROW_COLUMNS = ("sample_id", "depth_file", "depth_xmin", "depth_ymin", "depth_xmax",
+                     "depth_ymax", "thermal_file", "thermal_xmin", "thermal_ymin", "thermal_xmax",
+                     "thermal_ymax")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def load_cohort(root: str | Path, *, metadata_csv: str = schema.METADATA_CSV,
     samples = _read_metadata(meta_path, notes)
 
     folders = [m for m, (folder, _) in schema.IMAGE_FOLDERS.items() if (root / folder).is_dir()]
-    image_rows = _empty_image_rows()
+    image_rows = pd.DataFrame(columns=IMAGE_ROW_COLUMNS)
     boxes: dict[str, pd.DataFrame] = {}
     for camera, name, letter in (("depth", bbox_depth_csv, "D"), ("thermal", bbox_thermal_csv, "T")):
         if (root / name).is_file():
@@ -235,12 +238,6 @@ def _read_boxes(path: Path, camera: str) -> pd.DataFrame:
     })
 
 
-def _empty_image_rows() -> pd.DataFrame:
-    columns = ["sample_id", "depth_file", "depth_xmin", "depth_ymin", "depth_xmax", "depth_ymax",
-               "thermal_file", "thermal_xmin", "thermal_ymin", "thermal_xmax", "thermal_ymax"]
-    return pd.DataFrame(columns=columns)
-
-
 def _match_frames(depth: pd.DataFrame, thermal: pd.DataFrame | None, samples: pd.DataFrame,
                   notes: list[str]) -> pd.DataFrame:
     """Join each depth box to the thermal box of the same wound: same angle, then any angle, then
@@ -277,7 +274,7 @@ def _match_frames(depth: pd.DataFrame, thermal: pd.DataFrame | None, samples: pd
         notes.append(f"{orphans} depth boxes belong to no metadata row: ignored")
     if unmatched and thermal is not None:
         notes.append(f"{unmatched} depth boxes have no thermal box: thermal modalities absent there")
-    return pd.DataFrame(rows, columns=_empty_image_rows().columns)
+    return pd.DataFrame(rows, columns=IMAGE_ROW_COLUMNS)
 
 
 def _fingerprint(root: Path, files: list[Path], folders: list[str]) -> str:

@@ -138,7 +138,7 @@ def create_scheduler(spec: SweepSpec, *, schedule_length: int):
     """
     if spec.scheduler.type == "none" or schedule_length <= 1:
         return FIFOScheduler()  # a single report leaves ASHA nothing to stop early
-    max_t = max(1, schedule_length) + 1
+    max_t = schedule_length + 1
     return ASHAScheduler(time_attr="progress", max_t=max_t,
                          grace_period=min(spec.scheduler.grace_period, max_t - 1),
                          reduction_factor=spec.scheduler.reduction_factor)

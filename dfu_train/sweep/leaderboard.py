@@ -25,12 +25,13 @@ def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
     """One row per planned config, best first (complete configs before partial ones)."""
     manifest = store.read_manifest(sweep_dir)
     folds = manifest["folds"]
+    all_records = store.read_fold_results(sweep_dir)
     records = {}
-    for record in store.read_fold_results(sweep_dir):
+    for record in all_records:
         key = (record["config_id"], record["fold_seed"], record["fold"])
         records.setdefault(key, record)  # de-duplicate: a fold counts once however often it ran
     states: dict[str, list[dict]] = {}
-    for trial in store.read_trial_states(sweep_dir):
+    for trial in store.read_trial_states(sweep_dir, all_records):
         states.setdefault(trial["config_id"], []).append(trial)
     rows = []
     for entry in manifest["configs"]:

@@ -87,12 +87,13 @@ def read_fold_result(sweep_dir: Path, config_id: str, fold_seed: int, fold: int)
         return None
 
 
-def read_trial_states(sweep_dir: Path) -> list[dict]:
+def read_trial_states(sweep_dir: Path, records: list[dict] | None = None) -> list[dict]:
     """Each Tune trial as {trial_id, config_id, fold, fold_seed, status, error}.
 
     status is finished (its fold record exists), running, pending, error, or pruned (stopped by
     the scheduler without a record). Read from Tune's periodically written experiment state and
     each trial's params.json, so it works while the sweep runs; unreadable entries are skipped.
+    `records` are the fold records when the caller has read them already.
     """
     tune_dir = sweep_dir / TUNE_DIR
     states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
@@ -102,7 +103,9 @@ def read_trial_states(sweep_dir: Path) -> list[dict]:
         trial_data = json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]
     except (OSError, json.JSONDecodeError, KeyError):
         return []
-    finished = {(r["config_id"], r["fold_seed"], r["fold"]) for r in read_fold_results(sweep_dir)}
+    if records is None:
+        records = read_fold_results(sweep_dir)
+    finished = {(r["config_id"], r["fold_seed"], r["fold"]) for r in records}
     trials = []
     for entry in trial_data:
         try:
