@@ -14,15 +14,12 @@ from typing import Any, Literal
 
 import yaml
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from dfu_train.data import schema
 from dfu_train.data.sampling import SAMPLERS
 from dfu_train.errors import ConfigError, did_you_mean
-
-#: sections that say how a config is evaluated, not what it is: left out of `config_id`
-EVALUATION_SECTIONS = ("cv",)
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -74,6 +71,101 @@ class ForestConfig(_Section):
     inner_folds: int = Field(5, ge=2, le=20, description="grouped inner folds for OOF probabilities")
 
 
+class ImageConfig(_Section):
+    """What every image branch shares: crop size, weights source, augmentation, batch size."""
+
+    size: int = Field(32, ge=8, le=512, description="crops are padded squares of this many pixels")
+    pretrained: str = Field("none", description="none, imagenet (downloads) or a state-dict file")
+    augment: bool = Field(True, description="training-only flips, rotations, zoom, cutout/noise")
+    batch_size: int = Field(32, ge=2, le=4096)
+
+
+class BranchConfig(_Section):
+    """One modality's branch: backbone -> head, and how it is pre-trained on the fold."""
+
+    backbone: str = "simple_cnn"
+    head_units: tuple[int, ...] = Field((64,), description="Linear-BatchNorm-ReLU-Dropout widths")
+    dropout: float = Field(0.3, ge=0, lt=1)
+    pretrain_epochs: int = Field(10, ge=0, le=5000)
+    pretrain_lr: float = Field(1e-3, gt=0, le=1)
+    freeze_backbone: bool = Field(False, description="train only head and classifier in pretraining")
+    mixup: bool = Field(False, description="mixup of training crops during pretraining")
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value):
+        from dfu_train.models.backbones import BACKBONES
+
+        if value not in BACKBONES:
+            raise ValueError(f"unknown backbone {value!r}{did_you_mean(value, BACKBONES)}; "
+                             f"choose from {', '.join(BACKBONES)}")
+        return value
+
+    @field_validator("head_units")
+    @classmethod
+    def _positive_units(cls, value):
+        if any(units < 1 for units in value):
+            raise ValueError(f"head widths must be positive (got {list(value)})")
+        return tuple(value)
+
+
+class FusionConfig(_Section):
+    """The head that meets the forest's probabilities (untouched) with the image branches."""
+
+    head: str = "feature_concat"
+    projection: int = Field(0, ge=0, description="feature_concat: project image features; 0 = no")
+    hidden: tuple[int, ...] = Field((), description="hidden widths of the fusion MLP")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    blend_weight: float = Field(0.3, ge=0, le=1, description="fixed_blend: the image weight")
+    residual_bound: float = Field(1.0, gt=0, description="residual: bound of the image correction")
+
+    @field_validator("head")
+    @classmethod
+    def _known_head(cls, value):
+        from dfu_train.models.fusion import FUSION_HEADS
+
+        if value not in FUSION_HEADS:
+            raise ValueError(f"unknown fusion head {value!r}{did_you_mean(value, FUSION_HEADS)}; "
+                             f"choose from {', '.join(FUSION_HEADS)}")
+        return value
+
+
+class Stage1Config(_Section):
+    """Fusion with every backbone frozen: heads and the fusion head train."""
+
+    epochs: int = Field(20, ge=0, le=5000)
+    lr: float = Field(1e-3, gt=0, le=1)
+
+
+class Stage2Config(_Section):
+    """Fine-tuning with the top of each backbone open; kept only if it beats stage 1."""
+
+    epochs: int = Field(10, ge=0, le=5000)
+    lr: float = Field(1e-4, gt=0, le=1)
+    unfreeze_pct: float = Field(0.2, gt=0, le=1, description="top share of backbone layer groups")
+
+
+class LossConfig(_Section):
+    """Focal loss, applied once: its alpha is the only class weighting in the neural stages."""
+
+    focal_gamma: float = Field(2.0, ge=0, le=10)
+    alpha: Literal["inverse_frequency", "none"] = "inverse_frequency"
+    alpha_sum: float = Field(1.0, gt=0, description="the per-class alphas sum to this")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class OptimConfig(_Section):
+    """The one epoch loop's settings, shared by pretraining and both fusion stages."""
+
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    weight_decay: float = Field(1e-4, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 = no clipping")
+    early_stop_patience: int = Field(10, ge=1)
+    plateau_patience: int = Field(4, ge=1)
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+
+
 class CVConfig(_Section):
     """Patient-grouped stratified folds; the same for every trial of a sweep."""
 
@@ -88,6 +180,16 @@ class TrialConfig(_Section):
     seed: int = Field(0, ge=0)
     metadata: MetadataConfig = MetadataConfig()
     forest: ForestConfig = ForestConfig()
+    image: ImageConfig = ImageConfig()
+    depth_rgb: BranchConfig = BranchConfig()
+    depth_map: BranchConfig = BranchConfig()
+    thermal_rgb: BranchConfig = BranchConfig()
+    thermal_map: BranchConfig = BranchConfig()
+    fusion: FusionConfig = FusionConfig()
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
     cv: CVConfig = CVConfig()
 
     @field_validator("modalities")
@@ -100,10 +202,41 @@ class TrialConfig(_Section):
             if modality not in schema.MODALITIES:
                 raise ValueError(f"unknown modality {modality!r}"
                                  f"{did_you_mean(modality, schema.MODALITIES)}")
-        if value != ("metadata",):
-            raise ValueError("this version trains the metadata branch only; image modalities "
-                             f"{[m for m in value if m != 'metadata']} are not available yet")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a modality is listed twice: {list(value)}")
         return value
+
+    @model_validator(mode="after")
+    def _something_trains(self):
+        if self.image_modalities and not any(
+                self.branch(m).pretrain_epochs for m in self.image_modalities) \
+                and self.stage1.epochs == 0 and self.stage2.epochs == 0:
+            raise ValueError("image modalities with nothing to train: pretraining, stage1 and "
+                             "stage2 all have 0 epochs")
+        return self
+
+    @property
+    def image_modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in self.modalities if m != "metadata")
+
+    @property
+    def uses_metadata(self) -> bool:
+        return "metadata" in self.modalities
+
+    def branch(self, modality: str) -> BranchConfig:
+        return getattr(self, modality)
+
+    def relevant_sections(self) -> tuple[str, ...]:
+        """The sections that change what this trial computes: a metadata-only trial ignores the
+        image sections, so sweeping them does not multiply identical trials."""
+        keep = ["modalities", "seed"]
+        if self.uses_metadata:
+            keep += ["metadata", "forest"]
+        if self.image_modalities:
+            keep += ["image", *self.image_modalities, "stage1", "stage2", "loss", "optim"]
+            if self.uses_metadata:
+                keep.append("fusion")
+        return tuple(keep)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None = None) -> TrialConfig:
@@ -118,8 +251,9 @@ class TrialConfig(_Section):
 
     @property
     def config_id(self) -> str:
-        """Short hash of the resolved config (without `cv`): all folds of a config share it."""
-        data = {k: v for k, v in self.to_dict().items() if k not in EVALUATION_SECTIONS}
+        """Short hash of the sections this trial uses (never `cv`): all folds of a config share it,
+        and values a trial ignores do not change it."""
+        data = {k: v for k, v in self.to_dict().items() if k in self.relevant_sections()}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
     def get(self, dotted: str) -> Any:
@@ -167,7 +301,7 @@ def _describe(exc: ValidationError) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] != "value_error" and "input" in error:
         message += f" (got {error['input']!r})"
-    return f"{key}: {message}"
+    return f"{key}: {message}" if key else message
 
 
 def load_trial_config(path: str) -> TrialConfig:

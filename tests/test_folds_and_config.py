@@ -78,9 +78,28 @@ def test_invalid_values_name_the_dotted_key():
         TrialConfig().override({"metadata.sampler": "smot"})
 
 
-def test_image_modalities_are_refused_until_image_branches_exist():
-    with pytest.raises(ConfigError, match="metadata branch only"):
-        TrialConfig.from_dict({"modalities": ["metadata", "depth_rgb"]})
+def test_config_id_ignores_sections_the_trial_does_not_use():
+    meta = TrialConfig()
+    assert meta.override({"depth_rgb.backbone": "resnet50", "stage1.lr": 0.01}).config_id == meta.config_id
+    assert meta.override({"forest.n_estimators": 7}).config_id != meta.config_id
+    fusion = meta.override({"modalities": ["metadata", "depth_rgb"]})
+    assert fusion.config_id != meta.config_id
+    assert fusion.override({"thermal_map.backbone": "resnet50"}).config_id == fusion.config_id
+    assert fusion.override({"depth_rgb.backbone": "resnet50"}).config_id != fusion.config_id
+    image_only = meta.override({"modalities": ["depth_rgb"]})
+    assert image_only.override({"fusion.head": "gated"}).config_id == image_only.config_id
+
+
+def test_image_sections_are_validated_with_suggestions():
+    with pytest.raises(ConfigError, match=r"unknown backbone 'efficientnet-b7'.*did you mean"):
+        TrialConfig().override({"depth_rgb.backbone": "efficientnet-b7"})
+    with pytest.raises(ConfigError, match=r"unknown fusion head 'residuel' \(did you mean 'residual'"):
+        TrialConfig().override({"fusion.head": "residuel"})
+    with pytest.raises(ConfigError, match="modality is listed twice"):
+        TrialConfig().override({"modalities": ["depth_rgb", "depth_rgb"]})
+    with pytest.raises(ConfigError, match="nothing to train"):
+        TrialConfig().override({"modalities": ["thermal_map"], "thermal_map.pretrain_epochs": 0,
+                                "stage1.epochs": 0, "stage2.epochs": 0})
 
 
 def test_exported_config_round_trips_and_tampering_is_caught(tmp_path):

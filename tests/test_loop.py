@@ -43,7 +43,8 @@ def test_loop_learns_and_reports_every_epoch():
     model, batches, evaluate, settings = _setup()
     epochs = []
     outcome = fit_epochs(model, stage="toy", settings=settings, train_batches=batches,
-                         evaluate=evaluate, loss_fn=FocalLoss(gamma=2), on_epoch=epochs.append)
+                         evaluate=evaluate, loss_fn=FocalLoss(gamma=2),
+                         on_epoch=lambda e, _: epochs.append(e))
     assert outcome.best_qwk > 0.8
     assert [e["epoch"] for e in epochs] == list(range(outcome.epochs_run))
     assert all(e["trainable_params"] == 4 * 8 + 8 + 8 * 3 + 3 for e in epochs)
@@ -55,7 +56,7 @@ def test_no_improvement_stops_early_and_keeps_the_starting_weights():
     model, batches, evaluate, settings = _setup(epochs=40, patience=3, lr=0.0)
     start = [p.clone() for p in model.parameters()]
     outcome = fit_epochs(model, stage="toy", settings=settings, train_batches=batches,
-                         evaluate=evaluate, loss_fn=FocalLoss(gamma=0), on_epoch=lambda e: None,
+                         evaluate=evaluate, loss_fn=FocalLoss(gamma=0), on_epoch=lambda e, _: None,
                          baseline_qwk=1.0)
     assert outcome.best_epoch == -1 and outcome.epochs_run == 4
     assert all(torch.equal(a, b) for a, b in zip(start, model.parameters()))

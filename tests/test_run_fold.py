@@ -27,7 +27,7 @@ def test_result_holds_exactly_the_validation_samples_and_provenance(cohort):
     assert result.cohort_fingerprint == cohort.fingerprint
     assert len(result.fold_fingerprint) == 16
     assert {"torch", "scikit-learn", "ray", "git_revision", "dfu_train"} <= set(result.versions)
-    assert set(result.metrics) == {"qwk", "accuracy", "macro_f1", "f1_I", "f1_P", "f1_R"}
+    assert set(result.metrics) == {"qwk", "row_qwk", "accuracy", "macro_f1", "f1_I", "f1_P", "f1_R"}
     assert result.config_id == CONFIG.config_id
 
 

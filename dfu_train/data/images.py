@@ -123,3 +123,62 @@ def cached_crops(cohort: Cohort, modality: str, size: int, cache_dir: Path | Non
         Path(tmp).unlink(missing_ok=True)
         raise
     return crops
+
+
+RGB_MODALITIES = ("depth_rgb", "thermal_rgb")
+ZOOM_RANGE = (0.8, 1.0)
+CUTOUT_SHARE = 0.25
+MAP_BRIGHTNESS = 10.0  # max shift, in 0..255 units
+MAP_NOISE = 3.0
+
+
+def to_tensor(crops: np.ndarray):
+    """(n, s, s, 3) uint8 -> (n, 3, s, s) float32 in [0, 255]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+
+
+def augment(images, modality: str, generator):
+    """Training-only augmentation of a float batch (n, 3, s, s) in [0, 255], drawn from
+    `generator` alone so an epoch's augmentation is a function of its seed.
+
+    Every modality: horizontal and vertical flips, 90-degree rotations and a zoom-crop (scale
+    0.8-1, shifted within the frame). RGB: one cutout square. Maps: a small brightness shift and
+    pixel noise, since their colours encode depth or heat and must not change much.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n, _, size, _ = images.shape
+    flip = torch.rand(n, 2, generator=generator) < 0.5
+    images = torch.where(flip[:, 0, None, None, None], images.flip(3), images)
+    images = torch.where(flip[:, 1, None, None, None], images.flip(2), images)
+    turns = torch.randint(0, 4, (n,), generator=generator)
+    rotated = images.clone()
+    for k in (1, 2, 3):
+        chosen = turns == k
+        if chosen.any():
+            rotated[chosen] = torch.rot90(images[chosen], k, dims=(2, 3))
+    low, high = ZOOM_RANGE
+    scale = low + (high - low) * torch.rand(n, generator=generator)
+    shift = (1 - scale)[:, None] * (2 * torch.rand(n, 2, generator=generator) - 1)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = scale, scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(rotated.shape), align_corners=False)
+    images = F.grid_sample(rotated, grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=False)
+    if modality in RGB_MODALITIES:
+        side = max(1, round(size * CUTOUT_SHARE))
+        corner = torch.randint(0, size - side + 1, (n, 2), generator=generator)
+        axis = torch.arange(size)
+        rows = (axis[None, :] >= corner[:, :1]) & (axis[None, :] < corner[:, :1] + side)
+        cols = (axis[None, :] >= corner[:, 1:]) & (axis[None, :] < corner[:, 1:] + side)
+        hole = rows[:, None, :, None] & cols[:, None, None, :]
+        images = images.masked_fill(hole, 0.0)
+    else:
+        shift = MAP_BRIGHTNESS * (2 * torch.rand(n, 1, 1, 1, generator=generator) - 1)
+        noise = MAP_NOISE * torch.randn(images.shape, generator=generator)
+        images = images + shift + noise
+    return images.clamp(0, 255)

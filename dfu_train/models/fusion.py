@@ -112,3 +112,31 @@ def create_fusion_head(name: str, *, image_features: int, **options) -> nn.Modul
         raise ConfigError(f"unknown fusion head {name!r}{did_you_mean(name, FUSION_HEADS)}; "
                           f"choose from {', '.join(FUSION_HEADS)}")
     return FUSION_HEADS[name](image_features, **options)
+
+
+class MultimodalModel(nn.Module):
+    """Image branches (one per modality) and, when the forest is in the trial, a fusion head.
+
+    The branches' features are concatenated; their class log-probabilities are averaged. Without
+    a fusion head (image-only trials) that average is the prediction.
+    """
+
+    def __init__(self, branches: dict[str, nn.Module], head: nn.Module | None):
+        super().__init__()
+        self.branches = nn.ModuleDict(branches)
+        self.head = head
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.branches)
+
+    def forward(self, rf_proba: torch.Tensor, *images: torch.Tensor) -> torch.Tensor:
+        features, log_probs = [], []
+        for branch, batch in zip(self.branches.values(), images):
+            feats = branch.features(batch)
+            features.append(feats)
+            log_probs.append(branch.classifier(feats).log_softmax(dim=1))
+        image_logits = torch.stack(log_probs).mean(dim=0)
+        if self.head is None:
+            return image_logits
+        return self.head(rf_proba, torch.cat(features, dim=1), image_logits)

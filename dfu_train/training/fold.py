@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dfu_train import __version__
 from dfu_train.config import TrialConfig
@@ -24,6 +25,8 @@ from dfu_train.data.folds import assign_folds, fold_fingerprint, split
 from dfu_train.metadata.features import build_pipeline
 from dfu_train.metadata.forest import fit_forest_outputs
 from dfu_train.training.metrics import classification_metrics
+from dfu_train.training.stages import (FoldCheckpoint, ImageStages, build_model, fold_rows,
+                                       image_crops, schedule_length)
 
 Report = Callable[[dict[str, Any], Any], None]
 PACKAGES = ("torch", "scikit-learn", "imbalanced-learn", "numpy", "pandas", "ray")
@@ -57,37 +60,100 @@ class FoldResult:
 
 
 def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | None = None, *,
-             n_jobs: int = 1) -> FoldResult:
-    """Fit the metadata forest on the fold's training part and evaluate on its validation part."""
+             n_jobs: int = 1, resume: FoldCheckpoint | None = None,
+             cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
+             on_result: Callable[[FoldResult], None] | None = None) -> FoldResult:
+    """Run one trial on one fold: forest -> pretrain each image branch -> fusion stage 1 ->
+    fusion stage 2, reporting after every step; or continue from `resume`.
+
+    `on_result` sees the finished result before the last report goes out, so whoever records
+    results has done so before a scheduler that listens to reports could stop the trial.
+    """
     started = time.perf_counter()
+    report = _Deferred(report)
+    if resume is not None and (resume.config_id, resume.fold) != (config.config_id, fold):
+        raise ValueError(f"checkpoint of config {resume.config_id} fold {resume.fold} cannot "
+                         f"continue config {config.config_id} fold {fold}")
     folds = assign_folds(cohort, n_folds=config.cv.n_folds, seed=config.cv.seed)
     train_idx, val_idx = split(folds, fold)
     samples = cohort.samples
-    train, val = samples.iloc[train_idx], samples.iloc[val_idx]
     y_train, y_val = cohort.labels[train_idx], cohort.labels[val_idx]
-
-    pipeline = build_pipeline(config.metadata, config.forest, columns=samples.columns,
-                              seed=config.seed, n_jobs=n_jobs)
-    forest = fit_forest_outputs(pipeline, train, y_train, cohort.groups[train_idx], val,
-                                inner_folds=config.forest.inner_folds, seed=config.seed)
-    metrics = classification_metrics(y_val, forest.val_proba)
-    stages = {"forest": {"seconds": round(time.perf_counter() - started, 3)}}
-    progress = 1
-    if report is not None:
-        report({"progress": progress, "stage": "forest", "val_qwk": metrics["qwk"],
-                "meta_qwk": metrics["qwk"]}, None)
-    return FoldResult(
+    stages: dict[str, dict] = {}
+    progress, meta_qwk, forest_state = 0, None, None
+    prior = np.bincount(y_train, minlength=3) / len(y_train)
+    train_rf, val_rf = np.tile(prior, (len(train_idx), 1)), np.tile(prior, (len(val_idx), 1))
+    if config.uses_metadata:
+        if resume is not None and resume.forest is not None:
+            train_rf, val_rf = (resume.forest[k].numpy() for k in ("train", "val"))
+        else:
+            pipeline = build_pipeline(config.metadata, config.forest, columns=samples.columns,
+                                      seed=config.seed, n_jobs=n_jobs)
+            forest = fit_forest_outputs(pipeline, samples.iloc[train_idx], y_train,
+                                        cohort.groups[train_idx], samples.iloc[val_idx],
+                                        inner_folds=config.forest.inner_folds, seed=config.seed)
+            train_rf, val_rf = forest.train_proba, forest.val_proba
+        meta_qwk = classification_metrics(y_val, val_rf)["qwk"]
+        stages["forest"] = {"seconds": round(time.perf_counter() - started, 3)}
+        progress = 1
+        forest_state = {"train": torch.as_tensor(train_rf), "val": torch.as_tensor(val_rf)}
+        checkpoint = (FoldCheckpoint(config.config_id, fold, "forest", progress, {}, None,
+                                     {}, forest_state) if config.image_modalities else None)
+        if resume is None:
+            report({"progress": progress, "stage": "forest", "val_qwk": meta_qwk,
+                    "meta_qwk": meta_qwk}, checkpoint)
+    proba, row_qwk = val_rf, None
+    if config.image_modalities:
+        torch.manual_seed(config.seed)
+        model = build_model(config).to(device)
+        if resume is not None and resume.model:
+            model.load_state_dict(resume.model)
+        crops = image_crops(cohort, config, Path(cache_dir) if cache_dir else None)
+        modalities = config.image_modalities
+        runner = ImageStages(
+            config=config, fold=fold, report=report, device=torch.device(device),
+            train=fold_rows(cohort, modalities, train_idx, train_rf, crops),
+            val=fold_rows(cohort, modalities, val_idx, val_rf, crops),
+            val_fallback=val_rf, val_labels=y_val, meta_qwk=meta_qwk,
+            forest_state=forest_state)
+        runner.run(model, first_progress=progress, resume=resume)
+        proba, row_qwk = runner.final_predictions(model)
+        stages = {**stages, **runner.stages}
+        progress = schedule_length(config)
+    metrics = {**classification_metrics(y_val, proba), "row_qwk": row_qwk}
+    qwk = metrics["qwk"]
+    result = FoldResult(
         config_id=config.config_id, config=config.to_dict(), fold=fold, fold_seed=config.cv.seed,
-        n_folds=config.cv.n_folds, metrics=metrics, meta_qwk=metrics["qwk"],
-        fusion_gain=0.0 if metrics["qwk"] is not None else None, progress=progress, stages=stages,
+        n_folds=config.cv.n_folds, metrics=metrics, meta_qwk=meta_qwk,
+        fusion_gain=qwk - meta_qwk if qwk is not None and meta_qwk is not None else None,
+        progress=progress, stages=stages,
         val_samples=[
             {"sample_id": sid, "label": int(label), "proba": [round(float(p), 6) for p in row]}
-            for sid, label, row in zip(val["sample_id"], y_val, forest.val_proba)
+            for sid, label, row in zip(samples["sample_id"].iloc[val_idx], y_val, proba)
         ],
         cohort_fingerprint=cohort.fingerprint,
         fold_fingerprint=fold_fingerprint(cohort, folds),
         versions=environment_versions(),
     )
+    if on_result is not None:
+        on_result(result)
+    report.flush()
+    return result
+
+
+class _Deferred:
+    """Holds each report back until the next one, so the last goes out after `on_result`."""
+
+    def __init__(self, report: Report | None):
+        self._report, self._held = report, None
+
+    def __call__(self, metrics: dict, checkpoint: Any) -> None:
+        self.flush()
+        self._held = (metrics, checkpoint)
+
+    def flush(self) -> None:
+        if self._held is not None and self._report is not None:
+            self._report(*self._held)
+        self._held = None
 
 
 def environment_versions() -> dict[str, str]:

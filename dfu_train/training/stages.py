@@ -1,0 +1,344 @@
+"""The image stages of one fold: pretrain each branch -> fusion stage 1 (backbones frozen) ->
+fusion stage 2 (top of each backbone open, BatchNorm frozen, kept only if better).
+
+Everything here trains on image rows of the fold's training samples (never on resampled metadata
+rows: those have no images) and is judged per sample: a sample's row probabilities are averaged;
+a sample without images gets the forest's probabilities (or, with no forest in the trial, the
+training class frequencies). The forest's probabilities enter as they are: out-of-fold for
+training rows, from the full training fit for validation rows.
+
+Randomness is drawn per (trial seed, stage, epoch), so a run continued from a checkpoint draws
+exactly what the uninterrupted run drew.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from dfu_train.config import TrialConfig
+from dfu_train.data import schema
+from dfu_train.data.cohort import Cohort
+from dfu_train.data.images import augment, cached_crops, modality_rows, to_tensor
+from dfu_train.models.backbones import create_backbone
+from dfu_train.models.branches import ImageBranch
+from dfu_train.models.fusion import MultimodalModel, create_fusion_head
+from dfu_train.training.freezing import set_trainable, unfreeze_top
+from dfu_train.training.loop import LoopSettings, LoopState, fit_epochs
+from dfu_train.training.losses import FocalLoss, inverse_frequency_alpha
+from dfu_train.training.metrics import classification_metrics
+
+EVAL_BATCH = 256
+MIXUP_ALPHA = 0.4
+
+
+def schedule(config: TrialConfig) -> list[tuple[str, int]]:
+    """The fold's stages and their lengths in `progress` steps (epochs; the forest is one step).
+    Stages of length 0 are skipped."""
+    stages = [("forest", 1)] if config.uses_metadata else []
+    for modality in config.image_modalities:
+        stages.append((f"pretrain:{modality}", config.branch(modality).pretrain_epochs))
+    if config.image_modalities:
+        stages += [("stage1", config.stage1.epochs), ("stage2", config.stage2.epochs)]
+    return [(name, length) for name, length in stages if length > 0]
+
+
+def schedule_length(config: TrialConfig) -> int:
+    """The whole fold in `progress` steps: ASHA's `max_t`."""
+    return sum(length for _, length in schedule(config))
+
+
+@dataclass
+class FoldCheckpoint:
+    """Everything needed to continue a fold mid-stage: the stage in progress, the model, the
+    loop's state, the finished stages' summaries and the forest's outputs."""
+
+    config_id: str
+    fold: int
+    stage: str
+    progress: int
+    model: dict
+    loop: LoopState | None
+    stages: dict
+    forest: dict | None
+
+    def save(self, path: Path) -> None:
+        torch.save({**self.__dict__, "loop": self.loop.to_dict() if self.loop else None}, path)
+
+    @classmethod
+    def load(cls, path: Path) -> FoldCheckpoint:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        loop = data.pop("loop")
+        return cls(**data, loop=LoopState.from_dict(loop) if loop is not None else None)
+
+
+@dataclass(frozen=True)
+class RowSet:
+    """The image rows of one part of a fold, aligned across modalities."""
+
+    crops: dict[str, np.ndarray]  # modality -> (rows, s, s, 3) uint8
+    rf_proba: torch.Tensor  # (rows, 3): the forest's output for the row's sample
+    labels: torch.Tensor  # (rows,)
+    sample_pos: np.ndarray  # (rows,): index of the row's sample within the part
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def fold_rows(cohort: Cohort, modalities: tuple[str, ...], part: np.ndarray,
+              rf_proba: np.ndarray, crops: dict[str, np.ndarray]) -> RowSet:
+    """Rows of the samples at `part` (positions in `cohort.samples`) that have every modality."""
+    rows = cohort.image_rows
+    for modality in modalities:
+        rows = rows.dropna(subset=[f"{schema.IMAGE_FOLDERS[modality][1]}_file"])
+    sample_ids = cohort.samples["sample_id"].to_numpy()[part]
+    position = pd.Series(np.arange(len(part)), index=sample_ids)
+    rows = rows[rows["sample_id"].isin(position.index)]
+    sample_pos = position.loc[rows["sample_id"]].to_numpy()
+    aligned = {}
+    for modality in modalities:
+        index = modality_rows(cohort, modality).index
+        aligned[modality] = crops[modality][index.get_indexer(rows.index)]
+    labels = cohort.labels[part][sample_pos]
+    return RowSet(aligned, torch.as_tensor(rf_proba[sample_pos], dtype=torch.float32),
+                  torch.as_tensor(labels, dtype=torch.long), sample_pos)
+
+
+def sample_proba(row_proba: np.ndarray, sample_pos: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Average the rows of each sample; samples without rows keep their `fallback` row."""
+    sums = np.zeros_like(fallback, dtype=float)
+    np.add.at(sums, sample_pos, row_proba)
+    counts = np.bincount(sample_pos, minlength=len(fallback))[:, None]
+    return np.where(counts > 0, sums / np.maximum(counts, 1), fallback)
+
+
+def epoch_seed(seed: int, stage: str, epoch: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{stage}/{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def build_model(config: TrialConfig) -> MultimodalModel:
+    """Branches for the trial's image modalities and, with metadata, the configured fusion head."""
+    branches = {}
+    for modality in config.image_modalities:
+        branch = config.branch(modality)
+        backbone = create_backbone(branch.backbone, pretrained=config.image.pretrained)
+        branches[modality] = ImageBranch(backbone, head_units=branch.head_units,
+                                         dropout=branch.dropout)
+    head = None
+    if config.uses_metadata:
+        fusion = config.fusion
+        head = create_fusion_head(
+            fusion.head, image_features=sum(b.num_features for b in branches.values()),
+            projection=fusion.projection, hidden=fusion.hidden, dropout=fusion.dropout,
+            weight=fusion.blend_weight, bound=fusion.residual_bound)
+    return MultimodalModel(branches, head)
+
+
+class _MixupLoss(nn.Module):
+    """lam * loss(y_a) + (1 - lam) * loss(y_b) for mixed batches; plain loss otherwise."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits, target):
+        if isinstance(target, tuple):
+            y_a, y_b, lam = target
+            return lam * self.loss(logits, y_a) + (1 - lam) * self.loss(logits, y_b)
+        return self.loss(logits, target)
+
+
+@dataclass
+class ImageStages:
+    """Runs the image stages of one fold; `report(metrics, checkpoint)` after every epoch."""
+
+    config: TrialConfig
+    train: RowSet
+    val: RowSet
+    val_fallback: np.ndarray  # (val samples, 3)
+    val_labels: np.ndarray  # (val samples,)
+    report: Callable[[dict, FoldCheckpoint | None], None]
+    fold: int
+    forest_state: dict | None
+    meta_qwk: float | None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    stages: dict = field(default_factory=dict)
+    data_seconds: float = 0.0
+
+    def run(self, model: MultimodalModel, *, first_progress: int,
+            resume: FoldCheckpoint | None) -> None:
+        """Run every image stage after the forest, or continue at `resume`'s stage."""
+        plan = [(n, k) for n, k in schedule(self.config) if n != "forest"]
+        offset = first_progress
+        if resume is not None:
+            self.stages = copy.deepcopy(resume.stages)
+        for name, length in plan:
+            if resume is not None and name in resume.stages:
+                offset += length
+                continue  # finished before the checkpoint: its weights are in the model
+            loop = resume.loop if resume is not None and resume.stage == name else None
+            self._run_stage(model, name, offset, loop)
+            offset += length
+
+    def _run_stage(self, model: MultimodalModel, name: str, offset: int,
+                   resume: LoopState | None) -> None:
+        config, started = self.config, time.perf_counter()
+        data_before = self.data_seconds
+        set_trainable(model, False)
+        baseline = float("-inf")
+        if name.startswith("pretrain:"):
+            modality = name.split(":", 1)[1]
+            branch_config = config.branch(modality)
+            target = model.branches[modality]
+            set_trainable(target, True)
+            if branch_config.freeze_backbone:
+                set_trainable(target.backbone, False)
+            lr, epochs, modalities = branch_config.pretrain_lr, branch_config.pretrain_epochs, (modality,)
+            with_rf, mixup = False, branch_config.mixup
+        else:
+            target, modalities, with_rf, mixup = model, model.modalities, True, False
+            set_trainable(model, True)
+            for branch in model.branches.values():
+                set_trainable(branch.backbone, False)
+            if name == "stage1":
+                lr, epochs = config.stage1.lr, config.stage1.epochs
+            else:
+                lr, epochs = config.stage2.lr, config.stage2.epochs
+                opened = {m: unfreeze_top(b.backbone.layer_groups, config.stage2.unfreeze_pct)
+                          for m, b in model.branches.items()}
+        loss = _MixupLoss(self._loss()).to(self.device)
+        settings = LoopSettings(
+            epochs=epochs, lr=lr, optimizer=config.optim.optimizer,
+            weight_decay=config.optim.weight_decay, grad_clip=config.optim.grad_clip,
+            early_stop_patience=config.optim.early_stop_patience,
+            plateau_patience=config.optim.plateau_patience,
+            plateau_factor=config.optim.plateau_factor)
+
+        def batches(epoch: int) -> Iterator:
+            return self._train_batches(name, epoch, modalities, with_rf, mixup)
+
+        def evaluate(module: nn.Module) -> tuple[float, float]:
+            return self._evaluate(module, modalities, with_rf, loss)
+
+        if name == "stage2" and resume is None:
+            model.eval()
+            with torch.no_grad():  # stage 2 is kept only if it beats the weights it starts from
+                baseline = evaluate(model)[0]
+
+        def on_epoch(metrics: dict, snapshot: Callable[[], LoopState]) -> None:
+            epoch = metrics["epoch"]
+            checkpoint = None
+            if (epoch + 1) % config.optim.checkpoint_every == 0 or epoch + 1 == epochs:
+                checkpoint = FoldCheckpoint(
+                    config.config_id, self.fold, name, offset + epoch + 1,
+                    copy.deepcopy(model.state_dict()), snapshot(), copy.deepcopy(self.stages),
+                    self.forest_state)
+            self.report({**metrics, "progress": offset + epoch + 1, "meta_qwk": self.meta_qwk},
+                        checkpoint)
+
+        outcome = fit_epochs(target, stage=name, settings=settings, train_batches=batches,
+                             evaluate=evaluate, loss_fn=loss, on_epoch=on_epoch,
+                             baseline_qwk=baseline, resume=resume)
+        summary = {"best_qwk": outcome.best_qwk, "best_epoch": outcome.best_epoch,
+                   "epochs_run": outcome.epochs_run, "trainable_params": outcome.trainable,
+                   "seconds": round(time.perf_counter() - started, 3),
+                   "data_seconds": round(self.data_seconds - data_before, 3)}
+        if name == "stage2":
+            summary["kept"] = outcome.best_epoch >= 0
+            summary["opened_groups"] = {m: len(v) for m, v in opened.items()}
+        self.stages[name] = summary
+
+    def _loss(self) -> FocalLoss:
+        config = self.config.loss
+        alpha = None
+        if config.alpha == "inverse_frequency":
+            alpha = inverse_frequency_alpha(self.train.labels.numpy(), total=config.alpha_sum)
+        return FocalLoss(gamma=config.focal_gamma, alpha=alpha,
+                         label_smoothing=config.label_smoothing)
+
+    def _inputs(self, rows: RowSet, index: np.ndarray, modalities, with_rf: bool,
+                generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+        started = time.perf_counter()
+        images = []
+        for modality in modalities:
+            batch = to_tensor(rows.crops[modality][index])
+            if generator is not None:
+                batch = augment(batch, modality, generator)
+            images.append(batch.to(self.device, non_blocking=True))
+        inputs = ((rows.rf_proba[index].to(self.device),) if with_rf else ()) + tuple(images)
+        self.data_seconds += time.perf_counter() - started
+        return inputs
+
+    def _train_batches(self, stage: str, epoch: int, modalities, with_rf: bool,
+                       mixup: bool) -> Iterator:
+        seed = epoch_seed(self.config.seed, stage, epoch)
+        torch.manual_seed(seed)  # dropout
+        generator = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        order = torch.randperm(len(self.train), generator=generator).numpy()
+        size = self.config.image.batch_size
+        chunks = [order[i:i + size] for i in range(0, len(order), size)]
+        if len(chunks) > 1 and len(chunks[-1]) == 1:  # BatchNorm cannot train on one row
+            chunks[-2] = np.concatenate(chunks[-2:])
+            chunks.pop()
+        for index in chunks:
+            if len(index) < 2:
+                continue
+            augment_with = generator if self.config.image.augment else None
+            inputs = self._inputs(self.train, index, modalities, with_rf, augment_with)
+            labels = self.train.labels[index].to(self.device)
+            if mixup:
+                lam = float(rng.beta(MIXUP_ALPHA, MIXUP_ALPHA))
+                perm = torch.randperm(len(index), generator=generator)
+                inputs = tuple(lam * x + (1 - lam) * x[perm.to(x.device)] for x in inputs)
+                yield inputs, (labels, labels[perm.to(labels.device)], lam)
+            else:
+                yield inputs, labels
+
+    def _row_proba(self, module: nn.Module, modalities, with_rf: bool,
+                   loss: nn.Module | None = None) -> tuple[np.ndarray, float]:
+        """Validation row probabilities of `module` (and the mean row loss, given `loss`)."""
+        rows = self.val
+        row_proba = np.zeros((len(rows), 3))
+        total = 0.0
+        for start in range(0, len(rows), EVAL_BATCH):
+            index = np.arange(start, min(start + EVAL_BATCH, len(rows)))
+            logits = module(*self._inputs(rows, index, modalities, with_rf, None))
+            row_proba[index] = logits.softmax(dim=1).cpu().numpy()
+            if loss is not None:
+                total += float(loss(logits, rows.labels[index].to(self.device))) * len(index)
+        return row_proba, total / max(len(rows), 1)
+
+    def _evaluate(self, module: nn.Module, modalities, with_rf: bool,
+                  loss: nn.Module | None = None) -> tuple[float, float]:
+        """Sample-level validation QWK (0 where undefined) and mean row loss."""
+        row_proba, val_loss = self._row_proba(module, modalities, with_rf, loss)
+        proba = sample_proba(row_proba, self.val.sample_pos, self.val_fallback)
+        qwk = classification_metrics(self.val_labels, proba)["qwk"]
+        return (qwk if qwk is not None else 0.0), val_loss
+
+    def final_predictions(self, model: MultimodalModel) -> tuple[np.ndarray, float | None]:
+        """The trained model's sample probabilities and its row-level QWK."""
+        model.eval()
+        with torch.no_grad():
+            row_proba, _ = self._row_proba(model, model.modalities, True)
+        row_qwk = (classification_metrics(self.val.labels.numpy(), row_proba)["qwk"]
+                   if len(self.val) else None)
+        return sample_proba(row_proba, self.val.sample_pos, self.val_fallback), row_qwk
+
+
+def image_crops(cohort: Cohort, config: TrialConfig, cache_dir: Path | None) -> dict[str, Any]:
+    """The preprocessed crops of every image modality of the trial (cached per data and size)."""
+    return {m: cached_crops(cohort, m, config.image.size, cache_dir)
+            for m in config.image_modalities}
