@@ -31,6 +31,7 @@ from dfu_train.sweep import store
 from dfu_train.sweep.reservations import ReleaseOrphanedReservations
 from dfu_train.sweep.space import SweepSpec, expand_configs
 from dfu_train.sweep.trainable import fold_trainable
+from dfu_train.training.stages import schedule_length
 
 DRIVER_CPUS = 0.25  # the Tune driver only waits on its TorchTrainer
 DEFAULT_DATA_ROOT = "results/demo-data"
@@ -52,6 +53,11 @@ class SweepPlan:
     @property
     def n_trials(self) -> int:
         return len(self.configs) * len(self.folds)
+
+    @property
+    def schedule_length(self) -> int:
+        """The longest trial in `progress` steps: ASHA's horizon."""
+        return max(schedule_length(config) for config, _ in self.configs)
 
     @property
     def spec_hash(self) -> str:
@@ -172,7 +178,7 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                 tune_config=tune.TuneConfig(
                     metric="val_qwk", mode="max", num_samples=1,
                     max_concurrent_trials=concurrency,
-                    scheduler=create_scheduler(plan.spec, schedule_length=1),
+                    scheduler=create_scheduler(plan.spec, schedule_length=plan.schedule_length),
                     trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(
                     name=store.TUNE_DIR, storage_path=str(plan.sweep_dir), verbose=0,

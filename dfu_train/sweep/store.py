@@ -22,6 +22,7 @@ MANIFEST = "sweep.json"
 FOLD_RESULTS = "fold_results"
 TUNE_DIR = "tune"
 TRAIN_DIR = "train"
+CACHE_DIR = "cache"
 
 
 def resolve_sweep(name_or_path: str | Path, *, storage: str | Path = "results") -> Path:
