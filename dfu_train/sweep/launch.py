@@ -29,8 +29,8 @@ from dfu_train.data.folds import check_fold_count
 from dfu_train.errors import ConfigError, DataError
 from dfu_train.sweep import store
 from dfu_train.sweep.reservations import ReleaseOrphanedReservations
-from dfu_train.sweep.space import SweepSpec, expand_configs
-from dfu_train.sweep.trainable import fold_trainable
+from dfu_train.sweep.space import SweepSpec, expand_configs, longest_values, search_domains
+from dfu_train.sweep.trainable import fold_trainable, inline_fold_trainable
 from dfu_train.training.stages import schedule_length
 
 DRIVER_CPUS = 0.25  # the Tune driver only waits on its TorchTrainer
@@ -51,12 +51,25 @@ class SweepPlan:
         return self.spec.cv.folds()
 
     @property
+    def proposes(self) -> bool:
+        """True when a search algorithm proposes the configs while the sweep runs; `configs`
+        are then random draws that validated the space."""
+        return self.spec.search.algorithm == "optuna"
+
+    @property
+    def n_configs(self) -> int:
+        return self.spec.search.num_samples if self.proposes else len(self.configs)
+
+    @property
     def n_trials(self) -> int:
-        return len(self.configs) * len(self.folds)
+        return self.n_configs * len(self.folds)
 
     @property
     def schedule_length(self) -> int:
         """The longest trial in `progress` steps: ASHA's horizon."""
+        if self.proposes:
+            longest = longest_values(self.spec)
+            return max(schedule_length(c.override(longest)) for c, _ in self.configs)
         return max(schedule_length(config) for config, _ in self.configs)
 
     @property
@@ -118,8 +131,8 @@ def write_manifest(plan: SweepPlan) -> None:
         "data_root": str(plan.data_root),
         "cohort_fingerprint": plan.cohort.fingerprint,
         "folds": list(plan.folds),
-        "configs": [{"config_id": c.config_id, "params": p, "config": c.to_dict()}
-                    for c, p in plan.configs],
+        "configs": [] if plan.proposes else [
+            {"config_id": c.config_id, "params": p, "config": c.to_dict()} for c, p in plan.configs],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
 
@@ -128,7 +141,7 @@ def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
     """Tune cannot see Train's resources: derive the limit from the cluster and one trial's needs."""
     if spec.resources.max_concurrent:
         return spec.resources.max_concurrent
-    per_trial_cpu = spec.resources.cpus_per_trial + DRIVER_CPUS
+    per_trial_cpu = spec.resources.cpus_per_trial + (DRIVER_CPUS if spec.resources.use_train else 0)
     limit = math.floor(cluster.get("CPU", 1) / per_trial_cpu)
     if spec.resources.gpus_per_trial > 0:
         limit = min(limit, math.floor(cluster.get("GPU", 0) / spec.resources.gpus_per_trial))
@@ -164,10 +177,10 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                      log_to_driver=False)
     try:
         concurrency = max_concurrent_trials(plan.spec, ray.cluster_resources())
-        on_event(f"sweep {plan.name}: {len(plan.configs)} configs x {len(plan.folds)} folds = "
+        on_event(f"sweep {plan.name}: {plan.n_configs} configs x {len(plan.folds)} folds = "
                  f"{plan.n_trials} trials, up to {concurrency} at once -> {plan.sweep_dir}")
         tune_dir = plan.sweep_dir / store.TUNE_DIR
-        trainable = tune.with_resources(fold_trainable, {"CPU": DRIVER_CPUS})
+        trainable = create_trainable(plan.spec)
         if tune.Tuner.can_restore(str(tune_dir)):
             on_event("continuing the recorded sweep: finished trials are not re-run")
             tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
@@ -176,12 +189,15 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                 trainable,
                 param_space=_param_space(plan),
                 tune_config=tune.TuneConfig(
-                    metric="val_qwk", mode="max", num_samples=1,
-                    max_concurrent_trials=concurrency,
+                    metric="val_qwk", mode="max",
+                    num_samples=plan.n_configs if plan.proposes else 1,
+                    search_alg=create_search(plan.spec), max_concurrent_trials=concurrency,
                     scheduler=create_scheduler(plan.spec, schedule_length=plan.schedule_length),
                     trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(
                     name=store.TUNE_DIR, storage_path=str(plan.sweep_dir), verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=plan.spec.resources.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     callbacks=[_EventPrinter(), ReleaseOrphanedReservations()]),
             )
         with contextlib.redirect_stdout(sys.stderr):  # Tune's banners; stdout stays the result's
@@ -195,13 +211,32 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
     return plan.sweep_dir
 
 
+def create_trainable(spec: SweepSpec):
+    """A TorchTrainer per trial (the driver holds a sliver of CPU), or the fold run inline."""
+    if spec.resources.use_train:
+        return tune.with_resources(fold_trainable, {"CPU": DRIVER_CPUS})
+    return tune.with_resources(inline_fold_trainable, {"CPU": spec.resources.cpus_per_trial})
+
+
+def create_search(spec: SweepSpec):
+    """None for configs expanded before Ray starts (grid, random), else the search algorithm."""
+    if spec.search.algorithm != "optuna":
+        return None
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(seed=spec.search.seed)
+
+
 def _param_space(plan: SweepPlan) -> dict:
     settings = {
         "sweep_dir": str(plan.sweep_dir), "data_root": str(plan.data_root),
         "cpus_per_trial": plan.spec.resources.cpus_per_trial,
         "gpus_per_trial": plan.spec.resources.gpus_per_trial,
         "max_failures": plan.spec.resources.max_failures,
+        "base_config": plan.spec.base_config().to_dict(),
     }
+    if plan.proposes:
+        return {"settings": settings, "fold": plan.folds[0], "params": search_domains(plan.spec)}
     trials = [{"config_id": c.config_id, "params": p, "config": c.to_dict()}
               for c, p in plan.configs]
     return {"settings": settings, "trial": tune.grid_search(trials),
@@ -209,7 +244,8 @@ def _param_space(plan: SweepPlan) -> dict:
 
 
 def _trial_dirname(trial) -> str:
-    return f"{trial.config['trial']['config_id']}-f{trial.config['fold']}-{trial.trial_id}"
+    config_id = store.trial_of(trial.config)[0].config_id
+    return f"{config_id}-f{trial.config['fold']}-{trial.trial_id}"
 
 
 class _EventPrinter(tune.Callback):
@@ -221,7 +257,7 @@ class _EventPrinter(tune.Callback):
 
     def _line(self, trial, outcome: str) -> None:
         self._done += 1
-        print(f"  [{self._done}] config {trial.config['trial']['config_id']} "
+        print(f"  [{self._done}] config {store.trial_of(trial.config)[0].config_id} "
               f"fold {trial.config['fold']}: {outcome}", file=sys.stderr, flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

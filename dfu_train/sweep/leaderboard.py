@@ -33,9 +33,11 @@ def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
     states: dict[str, list[dict]] = {}
     for trial in store.read_trial_states(sweep_dir, all_records):
         states.setdefault(trial["config_id"], []).append(trial)
+    planned = {entry["config_id"]: entry["params"] for entry in manifest["configs"]}
+    for (config_id, _, _), record in records.items():  # proposed by a search algorithm
+        planned.setdefault(config_id, record.get("params", {}))
     rows = []
-    for entry in manifest["configs"]:
-        config_id = entry["config_id"]
+    for config_id, params in planned.items():
         done = sorted((r for (cid, _, _), r in records.items() if cid == config_id),
                       key=lambda r: (r["fold_seed"], r["fold"]))
         qwks = [r["metrics"]["qwk"] for r in done]
@@ -43,7 +45,7 @@ def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
         errors = [t["error"] for t in trials if t["status"] == "error"]
         rows.append({
             "config_id": config_id,
-            "params": entry["params"],
+            "params": params,
             "folds_done": len(done),
             "folds_total": len(folds),
             "complete": len(done) >= len(folds),

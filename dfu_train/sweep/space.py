@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 from ray import tune
 
 from dfu_train.config import TrialConfig
@@ -57,7 +58,10 @@ class CVSection(_Section):
 
 
 class SearchSection(_Section):
-    algorithm: Literal["random", "grid"] = "random"
+    """grid and random are expanded before Ray starts; optuna (Ray's OptunaSearch, TPE) proposes
+    each config from the results so far, so it screens on one fold."""
+
+    algorithm: Literal["random", "grid", "optuna"] = "random"
     num_samples: int = Field(1, ge=1, le=10_000)
     seed: int = 0
 
@@ -73,6 +77,8 @@ class ResourcesSection(_Section):
     gpus_per_trial: float = Field(0.0, ge=0)
     max_concurrent: int | None = Field(None, ge=1)
     max_failures: int = Field(1, ge=0, description="Train worker retries from the last checkpoint")
+    use_train: bool = Field(True, description="run each trial as a Ray Train TorchTrainer; false "
+                            "runs the fold in the Tune trial itself (no worker start-up, CPU only)")
 
 
 class SweepSpec(_Section):
@@ -105,6 +111,15 @@ class SweepSpec(_Section):
             _domain(dotted, spec)
         return value
 
+    @model_validator(mode="after")
+    def _optuna_screens_one_fold(self):
+        if self.search.algorithm == "optuna" and len(self.cv.folds()) != 1:
+            raise ValueError("search.algorithm optuna proposes one config per trial: screen on one "
+                             "fold (cv.run_folds: [0]) and `dfu sweep promote` the best to all folds")
+        if self.resources.gpus_per_trial > 0 and not self.resources.use_train:
+            raise ValueError("resources.gpus_per_trial needs resources.use_train: true")
+        return self
+
     def base_config(self) -> TrialConfig:
         """The config every trial starts from: defaults, the fixed values and the sweep's cv."""
         values = {**self.fixed, "cv.n_folds": self.cv.n_folds, "cv.seed": self.cv.seed}
@@ -136,7 +151,7 @@ def parse_sweep(data: dict, *, source: str = "sweep") -> SweepSpec:
             raise ConfigError(f"{source}: unknown key {key!r}"
                               f"{did_you_mean(key.split('.')[-1], top)}") from None
         message = error["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: {key}: {message}") from None
+        raise ConfigError(f"{source}: {key}: {message}" if key else f"{source}: {message}") from None
     try:
         expand_configs(spec)
     except ConfigError as exc:
@@ -172,14 +187,20 @@ def _domain(dotted: str, spec: Any):
 
 
 def expand_configs(spec: SweepSpec) -> list[tuple[TrialConfig, dict[str, Any]]]:
-    """Distinct (config, sampled params) pairs in a reproducible order; each is validated."""
+    """Distinct (config, sampled params) pairs in a reproducible order; each is validated.
+
+    With optuna the configs are proposed while the sweep runs; these are `num_samples` random
+    draws from the same space, made to validate it before Ray starts."""
     base = spec.base_config()
-    domains = {k: _domain(k, v) for k, v in spec.space.items()}
+    domains = search_domains(spec)
     grid = {k: v for k, v in domains.items() if isinstance(v, list)}
     random = {k: v for k, v in domains.items() if not isinstance(v, list)}
     if spec.search.algorithm == "grid" and random:
         raise ConfigError(f"search.algorithm grid needs grid values only; "
                           f"{sorted(random)[0]!r} is a random distribution")
+    if spec.search.algorithm == "optuna" and grid:
+        raise ConfigError(f"search.algorithm optuna cannot take grid values ({sorted(grid)[0]!r}); "
+                          "use choice")
     rng = np.random.default_rng(spec.search.seed)
     draws = 1 if spec.search.algorithm == "grid" else spec.search.num_samples
     configs: dict[str, tuple[TrialConfig, dict[str, Any]]] = {}
@@ -190,6 +211,25 @@ def expand_configs(spec: SweepSpec) -> list[tuple[TrialConfig, dict[str, Any]]]:
             config = base.override(params)
             configs.setdefault(config.config_id, (config, params))
     return list(configs.values())
+
+
+def search_domains(spec: SweepSpec) -> dict[str, Any]:
+    """dotted name -> Tune domain (or the list of grid values)."""
+    return {k: _domain(k, v) for k, v in spec.space.items()}
+
+
+def longest_values(spec: SweepSpec) -> dict[str, Any]:
+    """The largest value each swept `*epochs` parameter can take: bounds the schedule of configs
+    a search algorithm has yet to propose."""
+    out = {}
+    for dotted, entry in spec.space.items():
+        if not dotted.endswith("epochs"):
+            continue
+        (kind, args), = entry.items()
+        out[dotted] = max(args) - (1 if kind == "randint" else 0)
+        if kind == "uniform":
+            out[dotted] = int(max(args))
+    return out
 
 
 def _plain(value: Any) -> Any:

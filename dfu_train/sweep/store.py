@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dfu_train.config import TrialConfig
 from dfu_train.errors import ConfigError, DataError
 
 MANIFEST = "sweep.json"
@@ -69,6 +70,17 @@ def read_manifest(sweep_dir: Path) -> dict:
         raise DataError(f"{sweep_dir / MANIFEST}: unreadable sweep manifest ({exc})") from None
 
 
+def trial_of(tune_config: dict) -> tuple[TrialConfig, dict]:
+    """A Tune trial's config and its sampled params: given whole (grid and random search, expanded
+    before Ray starts) or as params a search algorithm proposed on top of the base config."""
+    if "trial" in tune_config:
+        trial = tune_config["trial"]
+        return TrialConfig.from_dict(trial["config"]), trial["params"]
+    params = dict(tune_config["params"])
+    base = TrialConfig.from_dict(tune_config["settings"]["base_config"])
+    return base.override(params), params
+
+
 def fold_result_path(sweep_dir: Path, config_id: str, fold_seed: int, fold: int) -> Path:
     return sweep_dir / FOLD_RESULTS / f"{config_id}-s{fold_seed}-f{fold}.json"
 
@@ -112,9 +124,10 @@ def read_trial_states(sweep_dir: Path, records: list[dict] | None = None) -> lis
         try:
             trial, runtime = json.loads(entry[0]), json.loads(entry[1])
             params = json.loads((tune_dir / trial["relative_logdir"] / "params.json").read_text())
-        except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError):
+            config, _ = trial_of(params)
+        except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError, ConfigError):
             continue
-        key = (params["trial"]["config_id"], params["trial"]["config"]["cv"]["seed"], params["fold"])
+        key = (config.config_id, config.cv.seed, params["fold"])
         status = _STATUS.get(trial.get("status"), "pending")
         if key in finished:
             status = "finished"

@@ -26,17 +26,25 @@ from dfu_train.training.stages import FoldCheckpoint
 CHECKPOINT_FILE = "fold.pt"
 
 
+def _recorded(tune_config: dict) -> dict | None:
+    config, _ = store.trial_of(tune_config)
+    return store.read_fold_result(Path(tune_config["settings"]["sweep_dir"]), config.config_id,
+                                  config.cv.seed, tune_config["fold"])
+
+
+def _report_recorded(record: dict) -> None:
+    tune.report({"progress": record["progress"], "val_qwk": record["metrics"]["qwk"],
+                 "stage": "recorded"})
+
+
 def fold_trainable(tune_config: dict) -> None:
-    """Run one (config, fold). A fold already recorded in the sweep folder is reported, not re-run."""
-    settings = tune_config["settings"]
-    sweep_dir = Path(settings["sweep_dir"])
-    config_id, fold = tune_config["trial"]["config_id"], tune_config["fold"]
-    fold_seed = tune_config["trial"]["config"]["cv"]["seed"]
-    done = store.read_fold_result(sweep_dir, config_id, fold_seed, fold)
+    """Run one (config, fold) as a TorchTrainer with one worker (a GPU one when asked). A fold
+    already recorded in the sweep folder is reported, not re-run."""
+    done = _recorded(tune_config)
     if done is not None:
-        tune.report({"progress": done["progress"], "val_qwk": done["metrics"]["qwk"],
-                     "stage": "recorded"})
+        _report_recorded(done)
         return
+    settings = tune_config["settings"]
     trial_id = tune.get_context().get_trial_id()
     use_gpu = settings["gpus_per_trial"] > 0
     per_worker = {"CPU": settings["cpus_per_trial"]}
@@ -49,7 +57,8 @@ def fold_trainable(tune_config: dict) -> None:
                                      resources_per_worker=per_worker),
         # The run name must stay a pure function of the trial id: restore finds runs by name.
         run_config=ray.train.RunConfig(
-            name=f"train-{trial_id}", storage_path=str(sweep_dir / store.TRAIN_DIR),
+            name=f"train-{trial_id}",
+            storage_path=str(Path(settings["sweep_dir"]) / store.TRAIN_DIR),
             failure_config=ray.train.FailureConfig(max_failures=settings["max_failures"]),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=[TuneReportCallback()]),
@@ -58,42 +67,61 @@ def fold_trainable(tune_config: dict) -> None:
 
 
 def fold_worker(loop_config: dict) -> None:
-    """The Train worker: load the cohort, run (or continue) the fold, and write its record
-    atomically before the fold's last report reaches the scheduler."""
+    """The Train worker: run (or continue) the fold from Train's checkpoint."""
+    _run_and_record(loop_config, trial_id=loop_config["trial_id"],
+                    trial_started=loop_config["trial_started"], report=_report_to_train,
+                    checkpoint=ray.train.get_checkpoint(),
+                    device=ray.train.torch.get_device())
+
+
+def inline_fold_trainable(tune_config: dict) -> None:
+    """Run one (config, fold) inside the Tune trial itself, without a Train worker: no start-up
+    cost, for CPU machines and small trials (`resources.use_train: false`). Tune retries a failed
+    trial from its last checkpoint."""
+    done = _recorded(tune_config)
+    if done is not None:
+        _report_recorded(done)
+        return
+    _run_and_record(tune_config, trial_id=tune.get_context().get_trial_id(),
+                    trial_started=time.time(), report=_report_to_tune,
+                    checkpoint=tune.get_checkpoint(), device="cpu")
+
+
+def _run_and_record(tune_config: dict, *, trial_id: str, trial_started: float, report,
+                    checkpoint, device) -> None:
+    """Load the cohort, run the fold, and write its record atomically before the fold's last
+    report reaches the scheduler (which may stop the trial on it)."""
     import torch
 
     started = time.time()
-    settings = loop_config["settings"]
+    settings = tune_config["settings"]
     sweep_dir = Path(settings["sweep_dir"])
     cpus = max(1, int(settings["cpus_per_trial"]))
     torch.set_num_threads(cpus)
-    config = TrialConfig.from_dict(loop_config["trial"]["config"])
+    config, params = store.trial_of(tune_config)
     cohort = load_cohort(settings["data_root"])
+    resume = _load_checkpoint(checkpoint)
     compute_start = time.perf_counter()
 
     def record(result) -> None:
-        compute_s = time.perf_counter() - compute_start
         store.write_fold_result(sweep_dir, {
             **result.to_dict(),
-            "params": loop_config["trial"]["params"],
+            "params": params,
             "status": "finished",
-            "trial_id": loop_config["trial_id"],
+            "trial_id": trial_id,
             "node": socket.gethostname(),
             "resumed_from": resume.progress if resume is not None else None,
-            "compute_s": round(compute_s, 3),
+            "compute_s": round(time.perf_counter() - compute_start, 3),
             "worker_s": round(time.time() - started, 3),
-            "wall_s": round(time.time() - loop_config["trial_started"], 3),
+            "wall_s": round(time.time() - trial_started, 3),
         })
 
-    resume = _latest_checkpoint()
-    run_fold(config, cohort, loop_config["fold"], report=_report_to_train, n_jobs=cpus,
-             resume=resume, cache_dir=sweep_dir / store.CACHE_DIR,
-             device=ray.train.torch.get_device(), on_result=record)
+    run_fold(config, cohort, tune_config["fold"], report=report, n_jobs=cpus, resume=resume,
+             cache_dir=sweep_dir / store.CACHE_DIR, device=device, on_result=record)
 
 
-def _latest_checkpoint() -> FoldCheckpoint | None:
-    """The checkpoint Train restored this worker from (a retry or a resumed sweep), if any."""
-    checkpoint = ray.train.get_checkpoint()
+def _load_checkpoint(checkpoint) -> FoldCheckpoint | None:
+    """The fold checkpoint a retry or a resumed sweep continues from, if any."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
@@ -101,9 +129,17 @@ def _latest_checkpoint() -> FoldCheckpoint | None:
 
 
 def _report_to_train(metrics: dict, checkpoint: FoldCheckpoint | None) -> None:
+    _report_with(ray.train.report, ray.train.Checkpoint, metrics, checkpoint)
+
+
+def _report_to_tune(metrics: dict, checkpoint: FoldCheckpoint | None) -> None:
+    _report_with(tune.report, tune.Checkpoint, metrics, checkpoint)
+
+
+def _report_with(report, checkpoint_type, metrics: dict, checkpoint: FoldCheckpoint | None) -> None:
     if checkpoint is None:
-        ray.train.report(metrics)
+        report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="fold-checkpoint-") as folder:
         checkpoint.save(Path(folder) / CHECKPOINT_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        report(metrics, checkpoint=checkpoint_type.from_directory(folder))
