@@ -1,0 +1,164 @@
+"""The sweep engine under pressure: ASHA pruning, a killed driver, a killed worker, live reads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from dfu_train.sweep import store
+from dfu_train.sweep.launch import plan_sweep, run_sweep
+from dfu_train.sweep.leaderboard import build_leaderboard
+from dfu_train.sweep.space import parse_sweep
+
+pytestmark = pytest.mark.ray
+
+TINY_FUSION = {
+    "modalities": ["metadata", "thermal_map"], "forest.n_estimators": 20,
+    "forest.inner_folds": 3, "image.size": 16, "image.batch_size": 32,
+    "thermal_map.pretrain_epochs": 4, "stage1.epochs": 4, "stage2.epochs": 0,
+    "fusion.head": "residual", "optim.early_stop_patience": 50, "optim.checkpoint_every": 2,
+}
+
+
+def _node_processes(title: str) -> list[psutil.Process]:
+    """Processes of the Ray this test session started (never another Ray on the machine)."""
+    import ray
+
+    raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+    return [p for p in psutil.Process(raylet).children(recursive=True)
+            if title in " ".join(_cmdline(p))]
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_asha_prunes_weak_trials_and_the_leaderboard_marks_them(local_ray, tmp_path,
+                                                               synthetic_root):
+    spec = parse_sweep({
+        "name": "asha", "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "grid"},
+        "scheduler": {"type": "asha", "grace_period": 3, "reduction_factor": 2},
+        "resources": {"cpus_per_trial": 1, "use_train": False, "max_concurrent": 1},
+        "fixed": TINY_FUSION,
+        # a learning rate that cannot learn follows each one that can: ASHA should stop it
+        "space": {"seed": {"grid": [0, 1]}, "thermal_map.pretrain_lr": {"grid": [3e-3, 1e-9]},
+                  "stage1.lr": {"grid": [3e-3, 1e-9]}},
+    })
+    plan = plan_sweep(spec, data_root=synthetic_root, storage=tmp_path)
+    assert plan.schedule_length == 1 + 4 + 4
+    sweep_dir = run_sweep(plan, on_event=lambda line: None)
+    states = store.read_trial_states(sweep_dir)
+    assert len(states) == 8
+    pruned = [s for s in states if s["status"] == "pruned"]
+    assert pruned and all(s["status"] in ("finished", "pruned") for s in states)
+    board = build_leaderboard(sweep_dir)
+    assert board["pruned"].sum() == len(pruned)
+    for _, row in board.iterrows():
+        assert row["folds_done"] + row["pruned"] == 1
+    assert not store.read_fold_result(sweep_dir, pruned[0]["config_id"], 42, 0)
+
+
+def test_driver_killed_mid_sweep_resumes_without_repeating_or_losing_a_fold(
+        local_ray, tmp_path, synthetic_root):
+    import ray
+
+    sweep_file = tmp_path / "killed.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "name": "killed", "cv": {"n_folds": 3, "run_folds": "all"},
+        "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
+        "resources": {"cpus_per_trial": 1, "use_train": False, "max_concurrent": 1},
+        "fixed": TINY_FUSION, "space": {"seed": {"grid": [0, 1]}},
+    }))
+    address = ray.get_runtime_context().gcs_address
+    dfu = [sys.executable, "-m", "dfu_train.cli"]
+    common = ["--storage", str(tmp_path / "results"), "--address", address]
+    driver = subprocess.Popen([*dfu, "sweep", "run", str(sweep_file), "--data-root",
+                               str(synthetic_root), *common],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweep_dir = tmp_path / "results" / "killed"
+    results = sweep_dir / store.FOLD_RESULTS
+    try:
+        _wait_for(lambda: len(list(results.glob("*.json"))) >= 2, 240, "two finished folds")
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
+    assert 2 <= len(before) < 6
+
+    resumed = subprocess.run([*dfu, "sweep", "resume", "killed", *common],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    records = store.read_fold_results(sweep_dir)
+    keys = [(r["config_id"], r["fold"]) for r in records]
+    assert len(keys) == len(set(keys)) == 6  # every (config, fold) exactly once
+    after = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
+    assert {k: after[k] for k in before} == before  # finished folds were not re-run
+    board = build_leaderboard(sweep_dir)
+    assert list(board["folds_done"]) == [3, 3] and board["complete"].all()
+
+
+def test_a_killed_train_worker_is_retried_from_its_checkpoint(local_ray, tmp_path,
+                                                              synthetic_root):
+    spec = parse_sweep({
+        "name": "retry", "cv": {"n_folds": 3, "run_folds": [1]}, "search": {"algorithm": "grid"},
+        "scheduler": {"type": "none"},
+        "resources": {"cpus_per_trial": 1, "max_failures": 2},
+        "fixed": {**TINY_FUSION, "thermal_map.pretrain_epochs": 30, "stage1.epochs": 10,
+                  "image.size": 32},
+    })
+    plan = plan_sweep(spec, data_root=synthetic_root, storage=tmp_path)
+    sweep_dir = plan.sweep_dir
+    outcome: dict = {}
+
+    def kill_worker_after_a_checkpoint():
+        _wait_for(lambda: list((sweep_dir / store.TRAIN_DIR).glob("train-*/checkpoint_*")),
+                  240, "a checkpoint")
+        workers = _wait_for(lambda: _node_processes("RayTrainWorker"), 60, "the Train worker")
+        for worker in workers:
+            worker.send_signal(signal.SIGKILL)
+        outcome["killed"] = len(workers)
+
+    import threading
+
+    killer = threading.Thread(target=kill_worker_after_a_checkpoint, daemon=True)
+    killer.start()
+    run_sweep(plan, on_event=lambda line: None)
+    killer.join(timeout=5)
+    assert outcome.get("killed", 0) >= 1
+    record = store.read_fold_results(sweep_dir)
+    assert len(record) == 1 and record[0]["resumed_from"] is not None
+    assert record[0]["resumed_from"] > 1  # continued after the forest, not from scratch
+
+
+def test_leaderboard_reads_a_sweep_folder_while_it_is_written(tmp_path):
+    sweep_dir = tmp_path / "live"
+    (sweep_dir / store.TUNE_DIR).mkdir(parents=True)
+    store.write_json_atomic(sweep_dir / store.MANIFEST, {
+        "name": "live", "folds": [0, 1], "configs": [{"config_id": "abc", "params": {}}]})
+    (sweep_dir / store.TUNE_DIR / "experiment_state-2026.json").write_text('{"trial_da')
+    (sweep_dir / store.FOLD_RESULTS).mkdir()
+    (sweep_dir / store.FOLD_RESULTS / "abc-s42-f0.json").write_text('{"config_id": "ab')
+    (sweep_dir / store.FOLD_RESULTS / ".abc-s42-f1.json.tmp").write_text("{")
+    board = build_leaderboard(sweep_dir)
+    assert list(board["folds_done"]) == [0] and not board["complete"].any()
