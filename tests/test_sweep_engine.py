@@ -162,3 +162,24 @@ def test_leaderboard_reads_a_sweep_folder_while_it_is_written(tmp_path):
     (sweep_dir / store.FOLD_RESULTS / ".abc-s42-f1.json.tmp").write_text("{")
     board = build_leaderboard(sweep_dir)
     assert list(board["folds_done"]) == [0] and not board["complete"].any()
+
+
+def test_optuna_proposes_configs_that_the_leaderboard_ranks(local_ray, tmp_path, synthetic_root):
+    spec = parse_sweep({
+        "name": "tpe", "cv": {"n_folds": 3, "run_folds": [2]},
+        "search": {"algorithm": "optuna", "num_samples": 4, "seed": 3},
+        "scheduler": {"type": "none"},
+        "resources": {"cpus_per_trial": 1, "use_train": False},
+        "fixed": {"forest.inner_folds": 3},
+        "space": {"forest.n_estimators": {"randint": [5, 40]},
+                  "forest.min_samples_leaf": {"choice": [1, 3, 5]}},
+    })
+    plan = plan_sweep(spec, data_root=synthetic_root, storage=tmp_path)
+    assert plan.n_trials == 4
+    sweep_dir = run_sweep(plan, on_event=lambda line: None)
+    records = store.read_fold_results(sweep_dir)
+    assert {r["fold"] for r in records} == {2} and 1 <= len(records) <= 4
+    board = build_leaderboard(sweep_dir)
+    assert set(board["config_id"]) == {r["config_id"] for r in records}
+    assert all(5 <= row["forest.n_estimators"] < 40 for row in board["params"])
+    assert board["complete"].all()

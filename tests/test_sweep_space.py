@@ -15,7 +15,7 @@ from dfu_train.sweep.space import expand_configs, load_sweep, parse_sweep
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "metadata.yaml"])
+@pytest.mark.parametrize("name", ["smoke.yaml", "metadata.yaml", "fusion.yaml", "joint.yaml"])
 def test_ready_sweep_files_are_valid(name):
     spec = load_sweep(SWEEPS / name)
     configs = expand_configs(spec)
@@ -58,6 +58,11 @@ def test_grid_crosses_values_and_fixed_values_apply():
     ({"fixed": {"cv.seed": 3}}, "cv section"),
     ({"search": {"algorithm": "grid"}, "space": {"forest.max_depth": {"randint": [2, 9]}}},
      "grid needs grid values only"),
+    ({"search": {"algorithm": "optuna"}, "cv": {"run_folds": "all"}}, "screen on one fold"),
+    ({"search": {"algorithm": "optuna"}, "cv": {"run_folds": [0]},
+      "space": {"seed": {"grid": [0, 1]}}}, "optuna cannot take grid values"),
+    ({"fixed": {"depth_rgb.backbone": "resnet5"}}, r"did you mean 'resnet50'"),
+    ({"resources": {"gpus_per_trial": 1, "use_train": False}}, "needs resources.use_train"),
 ])
 def test_bad_sweep_files_are_refused_with_the_key(data, message):
     with pytest.raises(ConfigError, match=message):
