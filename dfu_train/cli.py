@@ -241,6 +241,28 @@ def sweep_resume(
     _print_board(sweep_dir, top=10)
 
 
+@sweep_app.command("promote")
+@user_errors
+def sweep_promote(
+    name: SweepName,
+    top: Annotated[int, typer.Option(help="how many of the best screened configs")] = 3,
+    fold_seeds: Annotated[Optional[str], typer.Option(
+        help="extra fold seeds, e.g. 1,2: repeated CV under other patient splits")] = None,
+    storage: Storage = Path("results"),
+    address: Address = None,
+) -> None:
+    """Run the top screened configs on every fold (and extra fold seeds) into the same sweep.
+    Recorded folds are not re-run; running the same promotion again continues it."""
+    from dfu_train.sweep.launch import plan_promotion, run_sweep
+    from dfu_train.sweep.store import resolve_sweep
+
+    sweep_dir = resolve_sweep(name, storage=storage)
+    seeds = tuple(_parse_seeds(fold_seeds)) if fold_seeds else ()
+    plan = plan_promotion(sweep_dir, top=top, fold_seeds=seeds)
+    run_sweep(plan, address=address, on_event=_progress)
+    _print_board(sweep_dir, top=top)
+
+
 @sweep_app.command("status")
 @user_errors
 def sweep_status(
@@ -257,7 +279,12 @@ def sweep_status(
     trials = read_trial_states(sweep_dir)
     counts = {s: sum(t["status"] == s for t in trials)
               for s in ("finished", "running", "pending", "pruned", "error")}
-    counts["planned"] = len(manifest["configs"]) * len(manifest["folds"])
+    spec = manifest["spec"]
+    proposed = spec["search"]["algorithm"] == "optuna"
+    counts["planned"] = ((spec["search"]["num_samples"] if proposed else len(manifest["configs"]))
+                         * len(manifest["folds"])
+                         + sum(len(p["configs"]) * len(p["fold_seeds"]) * len(p["folds"])
+                               for p in manifest.get("promotions", [])))
     board = query(build_leaderboard(sweep_dir), include_partial=True)
     best = None if board.empty or board.iloc[0]["qwk_mean"] != board.iloc[0]["qwk_mean"] else {
         k: board.iloc[0][k] for k in ("config_id", "qwk_mean", "qwk_std", "folds_done",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -183,3 +184,36 @@ def test_optuna_proposes_configs_that_the_leaderboard_ranks(local_ray, tmp_path,
     assert set(board["config_id"]) == {r["config_id"] for r in records}
     assert all(5 <= row["forest.n_estimators"] < 40 for row in board["params"])
     assert board["complete"].all()
+
+
+def test_promote_runs_the_screened_best_on_all_folds_and_extra_seeds(local_ray, tmp_path,
+                                                                      synthetic_root):
+    from typer.testing import CliRunner
+
+    from dfu_train.cli import app
+
+    spec = parse_sweep({
+        "name": "screen", "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "grid"},
+        "scheduler": {"type": "none"}, "resources": {"cpus_per_trial": 1, "use_train": False},
+        "fixed": {"forest.n_estimators": 20, "forest.inner_folds": 3},
+        "space": {"forest.min_samples_leaf": {"grid": [1, 5, 20]}},
+    })
+    sweep_dir = run_sweep(plan_sweep(spec, data_root=synthetic_root, storage=tmp_path),
+                          on_event=lambda line: None)
+    screened = build_leaderboard(sweep_dir)
+    best = screened.iloc[0]["config_id"]
+    screen_file = store.fold_result_path(sweep_dir, best, 42, 0)
+    written = screen_file.stat().st_mtime_ns
+    runner = CliRunner()
+    result = runner.invoke(app, ["sweep", "promote", "screen", "--top", "1", "--fold-seeds", "7",
+                                 "--storage", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    board = build_leaderboard(sweep_dir)
+    row = board[board["config_id"] == best].iloc[0]
+    assert row["folds_total"] == 6 and row["folds_done"] == 6 and row["complete"]
+    assert set(row["qwk_by_fold"]) == {f"{s}/{f}" for s in (42, 7) for f in range(3)}
+    assert screen_file.stat().st_mtime_ns == written  # the screening fold was not re-run
+    others = board[board["config_id"] != best]
+    assert (others["folds_total"] == 1).all()  # the rest keep their screening plan
+    status = runner.invoke(app, ["sweep", "status", "screen", "--storage", str(tmp_path), "--json"])
+    assert json.loads(status.stdout)["trials"]["planned"] == 3 * 1 + 1 * 2 * 3

@@ -45,6 +45,7 @@ class SweepPlan:
     data_root: Path
     cohort: Cohort
     configs: tuple[tuple[TrialConfig, dict[str, Any]], ...]
+    experiment: str = store.TUNE_DIR  # the Tune experiment folder inside the sweep folder
 
     @property
     def folds(self) -> tuple[int, ...]:
@@ -54,7 +55,7 @@ class SweepPlan:
     def proposes(self) -> bool:
         """True when a search algorithm proposes the configs while the sweep runs; `configs`
         are then random draws that validated the space."""
-        return self.spec.search.algorithm == "optuna"
+        return self.spec.search.algorithm == "optuna" and self.experiment == store.TUNE_DIR
 
     @property
     def n_configs(self) -> int:
@@ -103,6 +104,47 @@ def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
     sweep_dir = Path(storage).resolve() / name
     _check_writable(Path(storage))
     return SweepPlan(spec, name, sweep_dir, root.resolve(), cohort, configs)
+
+
+def plan_promotion(sweep_dir: Path, *, top: int, fold_seeds: tuple[int, ...] = ()) -> SweepPlan:
+    """The top `top` configs of a (screening) sweep on every fold, under the sweep's fold seed
+    and each of `fold_seeds`: trials of a new Tune experiment in the same sweep folder. Folds
+    already recorded are not run again; the same promotion run twice continues the first."""
+    from dfu_train.sweep.leaderboard import build_leaderboard
+    from dfu_train.sweep.space import parse_sweep
+
+    manifest = store.read_manifest(sweep_dir)
+    board = build_leaderboard(sweep_dir)
+    board = board[board["qwk_mean"].notna()].sort_values("qwk_mean", ascending=False)
+    if board.empty:
+        raise ConfigError(f"{sweep_dir}: no finished fold to promote from yet")
+    if top < 1:
+        raise ConfigError(f"--top must be at least 1 (got {top})")
+    spec = parse_sweep(manifest["spec"], source=str(sweep_dir / store.MANIFEST))
+    seeds = tuple(dict.fromkeys((spec.cv.seed, *fold_seeds)))
+    promoted = spec.model_copy(update={
+        "cv": spec.cv.model_copy(update={"run_folds": "all"}),
+        "scheduler": spec.scheduler.model_copy(update={"type": "none"})})
+    chosen = list(board["config_id"][:top])
+    known = {r["config_id"]: r for r in store.read_fold_results(sweep_dir)}
+    configs = []
+    for config_id in chosen:
+        config = TrialConfig.from_dict(known[config_id]["config"])
+        for seed in seeds:
+            configs.append((config.override({"cv.seed": seed}), known[config_id]["params"]))
+    root = Path(manifest["data_root"])
+    cohort = load_cohort(root)
+    check_fold_count(cohort, spec.cv.n_folds)
+    if cohort.fingerprint != manifest["cohort_fingerprint"]:
+        raise DataError(f"{root}: the cohort changed since the sweep ran; promote into a new sweep")
+    key = hashlib.sha256(json.dumps([chosen, seeds]).encode()).hexdigest()[:8]
+    plan = SweepPlan(promoted, manifest["name"], sweep_dir, root, cohort, tuple(configs),
+                     experiment=f"{store.PROMOTE_PREFIX}{key}")
+    promotions = [p for p in manifest.get("promotions", []) if p["experiment"] != plan.experiment]
+    promotions.append({"experiment": plan.experiment, "configs": chosen, "fold_seeds": list(seeds),
+                       "folds": list(plan.folds)})
+    store.write_json_atomic(sweep_dir / store.MANIFEST, {**manifest, "promotions": promotions})
+    return plan
 
 
 def _check_writable(storage: Path) -> None:
@@ -166,7 +208,8 @@ def create_scheduler(spec: SweepSpec, *, schedule_length: int):
 def run_sweep(plan: SweepPlan, *, address: str | None = None,
               on_event: Callable[[str], None] = print) -> Path:
     """Run (or continue) the planned sweep; returns the sweep folder."""
-    write_manifest(plan)
+    if plan.experiment == store.TUNE_DIR:
+        write_manifest(plan)
     started_ray = not ray.is_initialized()
     if started_ray:
         if address:
@@ -179,7 +222,7 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
         concurrency = max_concurrent_trials(plan.spec, ray.cluster_resources())
         on_event(f"sweep {plan.name}: {plan.n_configs} configs x {len(plan.folds)} folds = "
                  f"{plan.n_trials} trials, up to {concurrency} at once -> {plan.sweep_dir}")
-        tune_dir = plan.sweep_dir / store.TUNE_DIR
+        tune_dir = plan.sweep_dir / plan.experiment
         trainable = create_trainable(plan.spec)
         if tune.Tuner.can_restore(str(tune_dir)):
             on_event("continuing the recorded sweep: finished trials are not re-run")
@@ -195,7 +238,7 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                     scheduler=create_scheduler(plan.spec, schedule_length=plan.schedule_length),
                     trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(
-                    name=store.TUNE_DIR, storage_path=str(plan.sweep_dir), verbose=0,
+                    name=plan.experiment, storage_path=str(plan.sweep_dir), verbose=0,
                     failure_config=tune.FailureConfig(max_failures=plan.spec.resources.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     callbacks=[_EventPrinter(), ReleaseOrphanedReservations()]),

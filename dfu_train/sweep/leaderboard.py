@@ -24,7 +24,7 @@ TEXT_COLUMNS = ("config_id", "params", "qwk_folds", "qwk_by_fold", "complete", "
 def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
     """One row per planned config, best first (complete configs before partial ones)."""
     manifest = store.read_manifest(sweep_dir)
-    folds = manifest["folds"]
+    plan = store.planned_folds(manifest)
     all_records = store.read_fold_results(sweep_dir)
     records = {}
     for record in all_records:
@@ -47,8 +47,8 @@ def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
             "config_id": config_id,
             "params": params,
             "folds_done": len(done),
-            "folds_total": len(folds),
-            "complete": len(done) >= len(folds),
+            "folds_total": len(plan.get(config_id, manifest["folds"])),
+            "complete": len(done) >= len(plan.get(config_id, manifest["folds"])),
             "qwk_mean": _mean(qwks),
             "qwk_std": _std(qwks),
             "qwk_folds": qwks,

@@ -22,6 +22,7 @@ from dfu_train.errors import ConfigError, DataError
 MANIFEST = "sweep.json"
 FOLD_RESULTS = "fold_results"
 TUNE_DIR = "tune"
+PROMOTE_PREFIX = "promote-"
 TRAIN_DIR = "train"
 CACHE_DIR = "cache"
 
@@ -108,7 +109,29 @@ def read_trial_states(sweep_dir: Path, records: list[dict] | None = None) -> lis
     each trial's params.json, so it works while the sweep runs; unreadable entries are skipped.
     `records` are the fold records when the caller has read them already.
     """
-    tune_dir = sweep_dir / TUNE_DIR
+    if records is None:
+        records = read_fold_results(sweep_dir)
+    finished = {(r["config_id"], r["fold_seed"], r["fold"]) for r in records}
+    trials = []
+    for tune_dir in [sweep_dir / TUNE_DIR, *sorted(sweep_dir.glob(f"{PROMOTE_PREFIX}*"))]:
+        trials += _experiment_trials(tune_dir, finished)
+    return trials
+
+
+def planned_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
+    """config_id -> the (fold seed, fold) pairs it is planned on: the sweep's own folds, plus
+    every promotion's. Configs a search algorithm proposes get the sweep's folds when found."""
+    seed = manifest["spec"]["cv"]["seed"] if "spec" in manifest else None
+    base = {(seed, fold) for fold in manifest["folds"]}
+    plan = {entry["config_id"]: set(base) for entry in manifest["configs"]}
+    for promotion in manifest.get("promotions", []):
+        for config_id in promotion["configs"]:
+            plan.setdefault(config_id, set(base)).update(
+                (s, f) for s in promotion["fold_seeds"] for f in promotion["folds"])
+    return plan
+
+
+def _experiment_trials(tune_dir: Path, finished: set) -> list[dict]:
     states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
     if not states:
         return []
@@ -116,9 +139,6 @@ def read_trial_states(sweep_dir: Path, records: list[dict] | None = None) -> lis
         trial_data = json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]
     except (OSError, json.JSONDecodeError, KeyError):
         return []
-    if records is None:
-        records = read_fold_results(sweep_dir)
-    finished = {(r["config_id"], r["fold_seed"], r["fold"]) for r in records}
     trials = []
     for entry in trial_data:
         try:
