@@ -36,6 +36,8 @@ Storage = Annotated[Path, typer.Option("--storage", envvar="DFU_STORAGE",
                                        help="folder that holds sweep results")]
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output only")]
 Jobs = Annotated[int, typer.Option("--jobs", help="forest threads; -1 = all cores (no Ray here)")]
+CacheDir = Annotated[Path, typer.Option(envvar="DFU_CACHE_DIR",
+                                        help="preprocessed image crops are kept here")]
 SweepName = Annotated[str, typer.Argument(help="sweep name under --storage, or its folder")]
 Address = Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Ray cluster address")]
 DEMO_DATA = Path("results/demo-data")
@@ -120,6 +122,7 @@ def fold_command(
     fold: Annotated[int, typer.Option("--fold", min=0)],
     data_root: DataRoot = DEMO_DATA,
     jobs: Jobs = -1,
+    cache_dir: CacheDir = Path("results/cache"),
     as_json: AsJson = False,
 ) -> None:
     """Run one fold of a config, without Ray."""
@@ -129,7 +132,7 @@ def fold_command(
 
     trial = load_trial_config(config)
     cohort = load_cohort(data_root)
-    result = run_fold(trial, cohort, fold, report=_print_report, n_jobs=jobs)
+    result = run_fold(trial, cohort, fold, report=_print_report, n_jobs=jobs, cache_dir=cache_dir)
     if as_json:
         _emit_json(result.to_dict())
     else:
@@ -150,6 +153,7 @@ def cv_command(
     data_root: DataRoot = DEMO_DATA,
     fold_seeds: Annotated[Optional[str], typer.Option(help="comma-separated fold seeds")] = None,
     jobs: Jobs = -1,
+    cache_dir: CacheDir = Path("results/cache"),
     as_json: AsJson = False,
 ) -> None:
     """Full cross-validation of a config on every fold (and fold seed), without Ray."""
@@ -164,19 +168,19 @@ def cv_command(
     for seed in seeds:
         seeded = trial.override({"cv.seed": seed})
         for fold in range(seeded.cv.n_folds):
-            result = run_fold(seeded, cohort, fold, n_jobs=jobs)
+            result = run_fold(seeded, cohort, fold, n_jobs=jobs, cache_dir=cache_dir)
             folds.append({"fold_seed": seed, "fold": fold, "qwk": result.qwk,
                           "meta_qwk": result.meta_qwk, "accuracy": result.metrics["accuracy"],
                           "macro_f1": result.metrics["macro_f1"]})
             if not as_json:
                 err.print(f"  seed {seed} fold {fold}: qwk {_fmt(result.qwk)}")
     qwks = [f["qwk"] for f in folds if f["qwk"] is not None]
+    metas = [f["meta_qwk"] for f in folds if f["meta_qwk"] is not None]
     summary = {
         "config_id": trial.config_id, "config": trial.to_dict(), "fold_seeds": seeds,
         "folds": folds, "qwk_mean": statistics.fmean(qwks) if qwks else None,
         "qwk_std": statistics.stdev(qwks) if len(qwks) > 1 else None,
-        "meta_qwk_mean": statistics.fmean(f["meta_qwk"] for f in folds if f["meta_qwk"] is not None)
-        if qwks else None,
+        "meta_qwk_mean": statistics.fmean(metas) if metas else None,
     }
     if as_json:
         _emit_json(summary)

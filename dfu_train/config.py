@@ -112,7 +112,7 @@ class BranchConfig(_Section):
 class FusionConfig(_Section):
     """The head that meets the forest's probabilities (untouched) with the image branches."""
 
-    head: str = "feature_concat"
+    head: str = Field("residual", description="residual starts as exactly the forest")
     projection: int = Field(0, ge=0, description="feature_concat: project image features; 0 = no")
     hidden: tuple[int, ...] = Field((), description="hidden widths of the fusion MLP")
     dropout: float = Field(0.0, ge=0, lt=1)
