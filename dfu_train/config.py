@@ -25,6 +25,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _registered(value: str, registry: Mapping[str, Any], kind: str) -> str:
+    """`value` if it names an entry of `registry`, else an error with the closest name."""
+    if value not in registry:
+        raise ValueError(f"unknown {kind} {value!r}{did_you_mean(value, registry)}; "
+                         f"choose from {', '.join(registry)}")
+    return value
+
+
 class MetadataConfig(_Section):
     """The scikit-learn feature pipeline in front of the forest."""
 
@@ -54,10 +62,7 @@ class MetadataConfig(_Section):
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, value):
-        if value not in SAMPLERS:
-            raise ValueError(f"unknown sampler {value!r}{did_you_mean(value, SAMPLERS)}; "
-                             f"choose from {', '.join(SAMPLERS)}")
-        return value
+        return _registered(value, SAMPLERS, "sampler")
 
 
 class ForestConfig(_Section):
@@ -96,10 +101,7 @@ class BranchConfig(_Section):
     def _known_backbone(cls, value):
         from dfu_train.models.backbones import BACKBONES
 
-        if value not in BACKBONES:
-            raise ValueError(f"unknown backbone {value!r}{did_you_mean(value, BACKBONES)}; "
-                             f"choose from {', '.join(BACKBONES)}")
-        return value
+        return _registered(value, BACKBONES, "backbone")
 
     @field_validator("head_units")
     @classmethod
@@ -124,10 +126,7 @@ class FusionConfig(_Section):
     def _known_head(cls, value):
         from dfu_train.models.fusion import FUSION_HEADS
 
-        if value not in FUSION_HEADS:
-            raise ValueError(f"unknown fusion head {value!r}{did_you_mean(value, FUSION_HEADS)}; "
-                             f"choose from {', '.join(FUSION_HEADS)}")
-        return value
+        return _registered(value, FUSION_HEADS, "fusion head")
 
 
 class Stage1Config(_Section):
@@ -208,9 +207,8 @@ class TrialConfig(_Section):
 
     @model_validator(mode="after")
     def _something_trains(self):
-        if self.image_modalities and not any(
-                self.branch(m).pretrain_epochs for m in self.image_modalities) \
-                and self.stage1.epochs == 0 and self.stage2.epochs == 0:
+        epochs = [self.branch(m).pretrain_epochs for m in self.image_modalities]
+        if self.image_modalities and not any([*epochs, self.stage1.epochs, self.stage2.epochs]):
             raise ValueError("image modalities with nothing to train: pretraining, stage1 and "
                              "stage2 all have 0 epochs")
         return self

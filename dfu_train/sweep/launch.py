@@ -113,13 +113,13 @@ def plan_promotion(sweep_dir: Path, *, top: int, fold_seeds: tuple[int, ...] = (
     from dfu_train.sweep.leaderboard import build_leaderboard
     from dfu_train.sweep.space import parse_sweep
 
+    if top < 1:
+        raise ConfigError(f"--top must be at least 1 (got {top})")
     manifest = store.read_manifest(sweep_dir)
     board = build_leaderboard(sweep_dir)
     board = board[board["qwk_mean"].notna()].sort_values("qwk_mean", ascending=False)
     if board.empty:
         raise ConfigError(f"{sweep_dir}: no finished fold to promote from yet")
-    if top < 1:
-        raise ConfigError(f"--top must be at least 1 (got {top})")
     spec = parse_sweep(manifest["spec"], source=str(sweep_dir / store.MANIFEST))
     seeds = tuple(dict.fromkeys((spec.cv.seed, *fold_seeds)))
     promoted = spec.model_copy(update={

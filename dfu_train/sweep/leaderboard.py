@@ -42,13 +42,14 @@ def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
                       key=lambda r: (r["fold_seed"], r["fold"]))
         qwks = [r["metrics"]["qwk"] for r in done]
         trials = states.get(config_id, [])
+        folds_total = len(plan.get(config_id, manifest["folds"]))
         errors = [t["error"] for t in trials if t["status"] == "error"]
         rows.append({
             "config_id": config_id,
             "params": params,
             "folds_done": len(done),
-            "folds_total": len(plan.get(config_id, manifest["folds"])),
-            "complete": len(done) >= len(plan.get(config_id, manifest["folds"])),
+            "folds_total": folds_total,
+            "complete": len(done) >= folds_total,
             "qwk_mean": _mean(qwks),
             "qwk_std": _std(qwks),
             "qwk_folds": qwks,

@@ -226,9 +226,7 @@ def longest_values(spec: SweepSpec) -> dict[str, Any]:
         if not dotted.endswith("epochs"):
             continue
         (kind, args), = entry.items()
-        out[dotted] = max(args) - (1 if kind == "randint" else 0)
-        if kind == "uniform":
-            out[dotted] = int(max(args))
+        out[dotted] = int(max(args)) - (1 if kind == "randint" else 0)  # randint: hi exclusive
     return out
 
 
