@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from dfu_train.cache import ArtifactCache
 from dfu_train.config import TrialConfig
 from dfu_train.data.cohort import load_cohort
 from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
@@ -39,9 +40,10 @@ def configs() -> dict[str, TrialConfig]:
 
 
 def time_fold(config: TrialConfig, cohort, fold: int, cache: Path, device: str) -> None:
-    image_crops(cohort, config, cache)  # warm the crop cache: built once per sweep, not per fold
+    crops = ArtifactCache(cache)
+    image_crops(cohort, config, crops)  # warm the crop cache: built once, then shared by trials
     started = time.perf_counter()
-    result = run_fold(config, cohort, fold, cache_dir=cache, device=device)
+    result = run_fold(config, cohort, fold, cache=crops, device=device)  # forest, branches: miss
     total = time.perf_counter() - started
     print(f"  fold {fold}: {total:.1f} s, QWK {result.qwk:.3f} (forest {result.meta_qwk:.3f})")
     for stage, summary in result.stages.items():

@@ -24,7 +24,9 @@ app = typer.Typer(help="Hyperparameter sweeps for DFU healing-phase classificati
 data_app = typer.Typer(help="Create, validate and summarise cohorts.", no_args_is_help=True)
 sweep_app = typer.Typer(help="Launch sweeps on a Ray cluster.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+cache_app = typer.Typer(help="The artifact cache that trials share.", no_args_is_help=True)
 app.add_typer(sweep_app, name="sweep")
+app.add_typer(cache_app, name="cache")
 
 # Piped output is not squeezed into 80 columns: tables stay readable in logs and CI.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
@@ -36,8 +38,12 @@ Storage = Annotated[Path, typer.Option("--storage", envvar="DFU_STORAGE",
                                        help="folder that holds sweep results")]
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output only")]
 Jobs = Annotated[int, typer.Option("--jobs", help="forest threads; -1 = all cores (no Ray here)")]
-CacheDir = Annotated[Path, typer.Option(envvar="DFU_CACHE_DIR",
-                                        help="preprocessed image crops are kept here")]
+CacheDir = Annotated[str, typer.Option(
+    "--cache-dir", envvar="DFU_CACHE_DIR",
+    help="artifact cache (crops, forest outputs, pretrained branches): a folder or a URI")]
+CacheRoot = Annotated[Optional[str], typer.Option(
+    "--cache-dir", envvar="DFU_CACHE_DIR", help="the cache folder or URI (default: STORAGE/cache)")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="compute everything, store nothing")]
 SweepName = Annotated[str, typer.Argument(help="sweep name under --storage, or its folder")]
 Address = Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Ray cluster address")]
 DEMO_DATA = Path("results/demo-data")
@@ -122,17 +128,20 @@ def fold_command(
     fold: Annotated[int, typer.Option("--fold", min=0)],
     data_root: DataRoot = DEMO_DATA,
     jobs: Jobs = -1,
-    cache_dir: CacheDir = Path("results/cache"),
+    cache_dir: CacheDir = "results/cache",
+    no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
     """Run one fold of a config, without Ray."""
+    from dfu_train.cache import ArtifactCache
     from dfu_train.config import load_trial_config
     from dfu_train.data.cohort import load_cohort
     from dfu_train.training.fold import run_fold
 
     trial = load_trial_config(config)
     cohort = load_cohort(data_root)
-    result = run_fold(trial, cohort, fold, report=_print_report, n_jobs=jobs, cache_dir=cache_dir)
+    result = run_fold(trial, cohort, fold, report=_print_report, n_jobs=jobs,
+                      cache=ArtifactCache(cache_dir, enabled=not no_cache))
     if as_json:
         _emit_json(result.to_dict())
     else:
@@ -153,10 +162,12 @@ def cv_command(
     data_root: DataRoot = DEMO_DATA,
     fold_seeds: Annotated[Optional[str], typer.Option(help="comma-separated fold seeds")] = None,
     jobs: Jobs = -1,
-    cache_dir: CacheDir = Path("results/cache"),
+    cache_dir: CacheDir = "results/cache",
+    no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
     """Full cross-validation of a config on every fold (and fold seed), without Ray."""
+    from dfu_train.cache import ArtifactCache
     from dfu_train.config import load_trial_config
     from dfu_train.data.cohort import load_cohort
     from dfu_train.training.fold import run_fold
@@ -164,11 +175,12 @@ def cv_command(
     trial = load_trial_config(config)
     seeds = _parse_seeds(fold_seeds) if fold_seeds else [trial.cv.seed]
     cohort = load_cohort(data_root)
+    cache = ArtifactCache(cache_dir, enabled=not no_cache)
     folds = []
     for seed in seeds:
         seeded = trial.override({"cv.seed": seed})
         for fold in range(seeded.cv.n_folds):
-            result = run_fold(seeded, cohort, fold, n_jobs=jobs, cache_dir=cache_dir)
+            result = run_fold(seeded, cohort, fold, n_jobs=jobs, cache=cache)
             folds.append({"fold_seed": seed, "fold": fold, "qwk": result.qwk,
                           "meta_qwk": result.meta_qwk, "accuracy": result.metrics["accuracy"],
                           "macro_f1": result.metrics["macro_f1"]})
@@ -388,6 +400,72 @@ def _board_table(board, title: str) -> None:
         table.add_row(str(rank), row.config_id, f"{_fmt(row.qwk_mean)} ± {_fmt(row.qwk_std)}",
                       folds, _fmt(row.meta_qwk_mean), _fmt(row.macro_f1_mean), *extra, params)
     out.print(table)
+
+
+CacheName = Annotated[Optional[str], typer.Argument(
+    help="an artifact kind (crops, forest, branch) or the start of a key; none = every entry")]
+
+
+def _cache_at(storage: Path, cache_dir: str | None):
+    from dfu_train.cache import ArtifactCache
+
+    return ArtifactCache(cache_dir or str(storage / "cache"))
+
+
+@cache_app.command("ls")
+@user_errors
+def cache_ls(name: CacheName = None, storage: Storage = Path("results"),
+             cache_dir: CacheRoot = None, as_json: AsJson = False) -> None:
+    """List cached artifacts: kind, key, size, when made and what they are."""
+    entries = _cache_at(storage, cache_dir).entries(name)
+    if as_json:
+        _emit_json([entry.__dict__ for entry in entries])
+        return
+    table = Table(title=f"{len(entries)} cached artifacts")
+    for column in ("kind", "key", "size", "created", "what"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(e.kind, e.key[:12], _size(e.size), e.created, e.label)
+    out.print(table)
+
+
+@cache_app.command("du")
+@user_errors
+def cache_du(name: CacheName = None, storage: Storage = Path("results"),
+             cache_dir: CacheRoot = None, as_json: AsJson = False) -> None:
+    """Disk use of the cache by artifact kind."""
+    usage: dict[str, list[int]] = {}
+    for entry in _cache_at(storage, cache_dir).entries(name):
+        count_size = usage.setdefault(entry.kind, [0, 0])
+        count_size[0] += 1
+        count_size[1] += entry.size
+    if as_json:
+        _emit_json({kind: {"entries": n, "bytes": b} for kind, (n, b) in usage.items()})
+        return
+    for kind, (count, size) in sorted(usage.items()):
+        out.print(f"{kind:8} {count:5} entries {_size(size):>10}")
+    total = sum(b for _, b in usage.values())
+    out.print(f"{'total':8} {sum(n for n, _ in usage.values()):5} entries {_size(total):>10}")
+
+
+@cache_app.command("clear")
+@user_errors
+def cache_clear(
+    name: Annotated[str, typer.Argument(help="an artifact kind, the start of a key, or 'all'")],
+    storage: Storage = Path("results"),
+    cache_dir: CacheRoot = None,
+) -> None:
+    """Remove cached artifacts; trials that need them compute them again."""
+    count, size = _cache_at(storage, cache_dir).clear(name)
+    out.print(f"removed {count} cached artifacts ({_size(size)})")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 @app.command("demo")

@@ -165,6 +165,15 @@ class OptimConfig(_Section):
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
 
 
+class TrainConfig(_Section):
+    """How a trial runs on its device, not what it computes: GPU speed-ups, each a no-op on CPU,
+    so they are not part of `config_id`."""
+
+    amp: bool = Field(False, description="bfloat16 autocast of forward passes on CUDA")
+    channels_last: bool = Field(False, description="channels-last model and batches on CUDA")
+    pin_memory: bool = Field(False, description="page-locked batches copied asynchronously to CUDA")
+
+
 class CVConfig(_Section):
     """Patient-grouped stratified folds; the same for every trial of a sweep."""
 
@@ -173,7 +182,8 @@ class CVConfig(_Section):
 
 
 class TrialConfig(_Section):
-    """One trial's configuration. `cv` says how it is evaluated and is not part of `config_id`."""
+    """One trial's configuration. `cv` (how it is evaluated) and `train` (how it runs on its
+    device) are not part of `config_id`."""
 
     modalities: tuple[str, ...] = ("metadata",)
     seed: int = Field(0, ge=0)
@@ -189,6 +199,7 @@ class TrialConfig(_Section):
     stage2: Stage2Config = Stage2Config()
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
     cv: CVConfig = CVConfig()
 
     @field_validator("modalities")
@@ -249,8 +260,8 @@ class TrialConfig(_Section):
 
     @property
     def config_id(self) -> str:
-        """Short hash of the sections this trial uses (never `cv`): all folds of a config share it,
-        and values a trial ignores do not change it."""
+        """Short hash of the sections this trial uses (never `cv` or `train`): all folds of a
+        config share it, and values a trial ignores do not change it."""
         data = {k: v for k, v in self.to_dict().items() if k in self.relevant_sections()}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 

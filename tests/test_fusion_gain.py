@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dfu_train.cache import ArtifactCache
 from dfu_train.config import TrialConfig
 from dfu_train.data.cohort import load_cohort
 from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
@@ -17,7 +18,7 @@ BASE = TrialConfig().override({
 
 
 def _cv_qwk(config, cohort, cache) -> float:
-    return float(np.mean([run_fold(config, cohort, fold, cache_dir=cache).qwk
+    return float(np.mean([run_fold(config, cohort, fold, cache=cache).qwk
                           for fold in range(config.cv.n_folds)]))
 
 
@@ -25,7 +26,7 @@ def test_five_fold_fusion_beats_metadata_only_and_image_only_by_005(tmp_path):
     # metadata mostly separates Inflammatory from Proliferative, images Remodelling from it
     root = write_synthetic_cohort(tmp_path / "cohort", SynthSpec(
         patients=80, seed=7, meta_signal=1.3, image_signal=1.0))
-    cohort, cache = load_cohort(root), tmp_path / "cache"
+    cohort, cache = load_cohort(root), ArtifactCache(tmp_path / "cache")
     meta = _cv_qwk(BASE.override({"modalities": ["metadata"]}), cohort, cache)
     image = _cv_qwk(BASE.override({"modalities": ["depth_rgb"]}), cohort, cache)
     fusion = _cv_qwk(BASE.override({"modalities": ["metadata", "depth_rgb"]}), cohort, cache)

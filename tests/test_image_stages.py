@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dfu_train.cache import ArtifactCache
 from dfu_train.config import TrialConfig
 from dfu_train.data.images import augment, to_tensor
 from dfu_train.training.fold import run_fold
@@ -38,8 +39,8 @@ def _backbone(state: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def fusion_run(cohort, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("crops")
-    return _run(FUSION, cohort, cache_dir=cache), cache
+    cache = ArtifactCache(tmp_path_factory.mktemp("cache"))
+    return _run(FUSION, cohort, cache=cache), cache
 
 
 def test_every_epoch_reports_monotonic_progress_stage_and_losses(fusion_run):
@@ -93,12 +94,12 @@ def _is_bn(key: str) -> bool:
 def test_stage2_that_does_not_beat_stage1_is_undone(cohort, fusion_run):
     _, cache = fusion_run
     timid = FUSION.override({"stage2.lr": 1e-6})  # moves weights, not predictions: no better
-    result, reports = _run(timid, cohort, cache_dir=cache)
+    result, reports = _run(timid, cohort, cache=cache)
     assert result.stages["stage2"]["kept"] is False
     trained = _last_checkpoint(reports, "stage2").model
     stage1 = _last_checkpoint(reports, "stage1").model
     assert any(not torch.equal(trained[k], stage1[k]) for k in trained)  # stage 2 did train
-    without, _ = _run(FUSION.override({"stage2.epochs": 0}), cohort, cache_dir=cache)
+    without, _ = _run(FUSION.override({"stage2.epochs": 0}), cohort, cache=cache)
     assert result.val_samples == without.val_samples  # ...and the fold ended with stage 1
     assert result.qwk == result.stages["stage1"]["best_qwk"]
 
@@ -106,11 +107,11 @@ def test_stage2_that_does_not_beat_stage1_is_undone(cohort, fusion_run):
 @pytest.mark.parametrize("stage", ["pretrain:depth_rgb", "stage1", "forest"])
 def test_a_fold_continued_from_a_checkpoint_ends_like_the_uninterrupted_one(
         cohort, fusion_run, stage, tmp_path):
-    (result, reports), cache = fusion_run
+    (result, reports), _ = fusion_run
     checkpoint = next(c for m, c in reports if m["stage"] == stage and c is not None)
     checkpoint.save(tmp_path / "fold.pt")
     resumed, later = _run(FUSION, cohort, resume=FoldCheckpoint.load(tmp_path / "fold.pt"),
-                          cache_dir=cache)
+                          cache=ArtifactCache(tmp_path / "own"))  # nothing pretrained to reuse
     assert resumed.metrics == result.metrics and resumed.val_samples == result.val_samples
     assert [m["progress"] for m, _ in later] == list(range(checkpoint.progress + 1, 9))
 
@@ -126,7 +127,7 @@ def test_image_only_trial_has_no_forest_and_no_meta_qwk(cohort, fusion_run):
     _, cache = fusion_run
     config = FUSION.override({"modalities": ["thermal_map"], "thermal_map.pretrain_epochs": 1,
                               "stage1.epochs": 1, "stage2.epochs": 0})
-    result, reports = _run(config, cohort, cache_dir=cache)
+    result, reports = _run(config, cohort, cache=cache)
     assert [m["stage"] for m, _ in reports] == ["pretrain:thermal_map", "stage1"]
     assert result.meta_qwk is None and result.fusion_gain is None and "forest" not in result.stages
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dfu_train.cache import ArtifactCache
 from dfu_train.data.images import (build_crops, cached_crops, crop_box, modality_rows,
                                    resize_and_pad)
 
@@ -48,12 +49,16 @@ def test_crops_align_with_rows_and_show_the_wound(cohort):
 
 
 def test_cache_returns_identical_crops_and_recovers_from_truncation(cohort, tmp_path):
-    first = cached_crops(cohort, "thermal_map", 24, tmp_path)
-    files = list(tmp_path.glob("crops-*-thermal_map-24.npy"))
+    first = cached_crops(cohort, "thermal_map", 24, ArtifactCache(tmp_path))
+    files = list((tmp_path / "crops").glob("*.bin"))
     assert len(files) == 1
-    assert np.array_equal(cached_crops(cohort, "thermal_map", 24, tmp_path), first)
+    again = ArtifactCache(tmp_path)
+    assert np.array_equal(cached_crops(cohort, "thermal_map", 24, again), first)
+    assert again.reused == ["crops:thermal_map 24px"]
     files[0].write_bytes(files[0].read_bytes()[:100])
-    assert np.array_equal(cached_crops(cohort, "thermal_map", 24, tmp_path), first)
+    recovered = ArtifactCache(tmp_path)
+    assert np.array_equal(cached_crops(cohort, "thermal_map", 24, recovered), first)
+    assert recovered.computed == ["crops:thermal_map 24px"] and not recovered.reused
 
 
 def test_unknown_modality_has_no_crop_rule():

@@ -11,19 +11,19 @@ uint8 in [0, 255]; normalisation belongs to the backbone.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from dfu_train.cache import ArtifactCache, dump_arrays, load_arrays
 from dfu_train.data import schema
 from dfu_train.data.cohort import Cohort
 from dfu_train.errors import DataError
 
 THERMAL_MAP_MARGIN = 30
 DEPTH_MAP_FOV = (3 / 69, 3 / 42)  # (x, y) depth-to-colormap field-of-view ratios
+CROP_RULES_VERSION = 1  # part of every cached crop's key: bump it when the rules above change
 
 
 def crop_box(modality: str, box, frame_size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -98,31 +98,20 @@ def build_crops(cohort: Cohort, modality: str, size: int) -> np.ndarray:
     return crops
 
 
-def cached_crops(cohort: Cohort, modality: str, size: int, cache_dir: Path | None) -> np.ndarray:
-    """`build_crops`, computed once per (cohort fingerprint, modality, size) when a cache folder is
-    given; written atomically so concurrent trials never read half a file."""
-    if cache_dir is None:
-        return build_crops(cohort, modality, size)
-    path = Path(cache_dir) / f"crops-{cohort.fingerprint}-{modality}-{size}.npy"
+def cached_crops(cohort: Cohort, modality: str, size: int, cache: ArtifactCache) -> np.ndarray:
+    """`build_crops`, computed once per (cohort fingerprint, modality, size, crop rules) for every
+    trial and sweep that shares `cache`."""
     expected = (len(modality_rows(cohort, modality)), size, size, 3)
-    if path.is_file():
-        try:
-            crops = np.load(path, allow_pickle=False)
-            if crops.shape == expected and crops.dtype == np.uint8:
-                return crops
-        except (OSError, ValueError):
-            pass  # truncated or corrupt: recompute below
-    crops = build_crops(cohort, modality, size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.save(out, crops, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return crops
+
+    def load(body: bytes) -> np.ndarray | None:
+        crops = load_arrays(body)["crops"]
+        return crops if crops.shape == expected and crops.dtype == np.uint8 else None
+
+    return cache.fetch(
+        "crops", {"cohort": cohort.fingerprint, "modality": modality, "size": size,
+                  "rules": CROP_RULES_VERSION},
+        lambda: build_crops(cohort, modality, size),
+        dump=lambda crops: dump_arrays({"crops": crops}), load=load, label=f"{modality} {size}px")
 
 
 RGB_MODALITIES = ("depth_rgb", "thermal_rgb")

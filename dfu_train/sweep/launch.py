@@ -74,8 +74,13 @@ class SweepPlan:
         return max(schedule_length(config) for config, _ in self.configs)
 
     @property
+    def cache_root(self) -> str:
+        """Shared by every sweep under the same storage unless the sweep file names another."""
+        return self.spec.cache.root or str(self.sweep_dir.parent / store.CACHE_DIR)
+
+    @property
     def spec_hash(self) -> str:
-        blob = json.dumps([self.spec.model_dump(mode="json", exclude={"name", "data"}),
+        blob = json.dumps([self.spec.model_dump(mode="json", exclude={"name", "data", "cache"}),
                            self.cohort.fingerprint], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -277,6 +282,7 @@ def _param_space(plan: SweepPlan) -> dict:
         "gpus_per_trial": plan.spec.resources.gpus_per_trial,
         "max_failures": plan.spec.resources.max_failures,
         "base_config": plan.spec.base_config().to_dict(),
+        "cache": {"root": plan.cache_root, "enabled": plan.spec.cache.enabled},
     }
     if plan.proposes:
         return {"settings": settings, "fold": plan.folds[0], "params": search_domains(plan.spec)}

@@ -1,7 +1,7 @@
 """Sweep files: validated before Ray starts, then expanded into (config, fold) trials.
 
-A sweep file is YAML with the sections `data`, `cv`, `search`, `scheduler`, `resources`, `fixed`
-and `space`. `space` maps dotted TrialConfig names to one distribution each:
+A sweep file is YAML with the sections `data`, `cv`, `search`, `scheduler`, `resources`, `cache`,
+`fixed` and `space`. `space` maps dotted TrialConfig names to one distribution each:
 `{choice: [...]}`, `{grid: [...]}`, `{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}` or
 `{randint: [lo, hi]}` (hi exclusive). Grid values are crossed; every grid point gets
 `search.num_samples` random draws of the other parameters, made with Ray Tune's own
@@ -81,6 +81,13 @@ class ResourcesSection(_Section):
                             "runs the fold in the Tune trial itself (no worker start-up, CPU only)")
 
 
+class CacheSection(_Section):
+    """The artifact cache trials share (crops, forest outputs, pretrained branches)."""
+
+    enabled: bool = True
+    root: str | None = Field(None, description="folder or URI (s3://, gs://); default STORAGE/cache")
+
+
 class SweepSpec(_Section):
     """A whole sweep file."""
 
@@ -90,6 +97,7 @@ class SweepSpec(_Section):
     search: SearchSection = SearchSection()
     scheduler: SchedulerSection = SchedulerSection()
     resources: ResourcesSection = ResourcesSection()
+    cache: CacheSection = CacheSection()
     fixed: dict[str, Any] = {}
     space: dict[str, dict[str, Any]] = {}
 

@@ -5,6 +5,7 @@
   fold_results/*.json          one record per finished (config_id, fold seed, fold); never edited
   tune/                        Ray Tune's experiment (trial params.json / result.json)
   train/train-<trial_id>/      Ray Train runs and checkpoints
+<storage>/cache/               artifacts every sweep under the storage shares (`dfu_train.cache`)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ FOLD_RESULTS = "fold_results"
 TUNE_DIR = "tune"
 PROMOTE_PREFIX = "promote-"
 TRAIN_DIR = "train"
-CACHE_DIR = "cache"
+CACHE_DIR = "cache"  # under the storage folder, beside the sweeps
 
 
 def resolve_sweep(name_or_path: str | Path, *, storage: str | Path = "results") -> Path:

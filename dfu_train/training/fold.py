@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dfu_train import __version__
+from dfu_train.cache import ArtifactCache, dump_arrays, load_arrays
 from dfu_train.config import TrialConfig
 from dfu_train.data.cohort import Cohort
 from dfu_train.data.folds import assign_folds, fold_fingerprint, split
@@ -50,6 +51,7 @@ class FoldResult:
     cohort_fingerprint: str
     fold_fingerprint: str
     versions: dict = field(default_factory=dict)
+    artifacts: dict = field(default_factory=dict)  # {"reused": [...], "computed": [...]}
 
     @property
     def qwk(self) -> float | None:
@@ -61,21 +63,28 @@ class FoldResult:
 
 def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | None = None, *,
              n_jobs: int = 1, resume: FoldCheckpoint | None = None,
-             cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
+             cache: ArtifactCache | None = None, device: str | torch.device = "cpu",
              on_result: Callable[[FoldResult], None] | None = None) -> FoldResult:
     """Run one trial on one fold: forest -> pretrain each image branch -> fusion stage 1 ->
     fusion stage 2, reporting after every step; or continue from `resume`.
+
+    With a `cache`, the forest's outputs, the crops and each pretrained branch are taken from an
+    earlier trial that computed the same thing (the fold's metrics are the same either way).
 
     `on_result` sees the finished result before the last report goes out, so whoever records
     results has done so before a scheduler that listens to reports could stop the trial.
     """
     started = time.perf_counter()
     report = _Deferred(report)
+    cache = cache.fresh() if cache is not None else ArtifactCache.off()
+    device = torch.device(device)
     if resume is not None and (resume.config_id, resume.fold) != (config.config_id, fold):
         raise ValueError(f"checkpoint of config {resume.config_id} fold {resume.fold} cannot "
                          f"continue config {config.config_id} fold {fold}")
     folds = assign_folds(cohort, n_folds=config.cv.n_folds, seed=config.cv.seed)
     train_idx, val_idx = split(folds, fold)
+    data_parts = {"cohort": cohort.fingerprint, "folds": fold_fingerprint(cohort, folds),
+                  "fold": fold}
     samples = cohort.samples
     y_train, y_val = cohort.labels[train_idx], cohort.labels[val_idx]
     stages: dict[str, dict] = {}
@@ -86,14 +95,23 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
         if resume is not None and resume.forest is not None:
             train_rf, val_rf = (resume.forest[k].numpy() for k in ("train", "val"))
         else:
-            pipeline = build_pipeline(config.metadata, config.forest, columns=samples.columns,
-                                      seed=config.seed, n_jobs=n_jobs)
-            forest = fit_forest_outputs(pipeline, samples.iloc[train_idx], y_train,
-                                        cohort.groups[train_idx], samples.iloc[val_idx],
-                                        inner_folds=config.forest.inner_folds, seed=config.seed)
-            train_rf, val_rf = forest.train_proba, forest.val_proba
+            def fit() -> dict[str, np.ndarray]:
+                pipeline = build_pipeline(config.metadata, config.forest, columns=samples.columns,
+                                          seed=config.seed, n_jobs=n_jobs)
+                forest = fit_forest_outputs(pipeline, samples.iloc[train_idx], y_train,
+                                            cohort.groups[train_idx], samples.iloc[val_idx],
+                                            inner_folds=config.forest.inner_folds,
+                                            seed=config.seed)
+                return {"train": forest.train_proba, "val": forest.val_proba}
+
+            outputs = cache.fetch(
+                "forest", {**data_parts, "metadata": config.metadata.model_dump(mode="json"),
+                           "forest": config.forest.model_dump(mode="json"), "seed": config.seed},
+                fit, dump=dump_arrays, load=load_arrays, label=f"fold {fold}")
+            train_rf, val_rf = outputs["train"], outputs["val"]
         meta_qwk = classification_metrics(y_val, val_rf)["qwk"]
-        stages["forest"] = {"seconds": round(time.perf_counter() - started, 3)}
+        stages["forest"] = {"seconds": round(time.perf_counter() - started, 3),
+                            "reused": any(a.startswith("forest") for a in cache.reused)}
         progress = 1
         forest_state = {"train": torch.as_tensor(train_rf), "val": torch.as_tensor(val_rf)}
         checkpoint = (FoldCheckpoint(config.config_id, fold, "forest", progress, {}, None,
@@ -103,14 +121,16 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
                     "meta_qwk": meta_qwk}, checkpoint)
     proba, row_qwk = val_rf, None
     if config.image_modalities:
-        torch.manual_seed(config.seed)
         model = build_model(config).to(device)
+        if config.train.channels_last and device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
         if resume is not None and resume.model:
             model.load_state_dict(resume.model)
-        crops = image_crops(cohort, config, Path(cache_dir) if cache_dir else None)
+        crops = image_crops(cohort, config, cache)
         modalities = config.image_modalities
         runner = ImageStages(
-            config=config, fold=fold, report=report, device=torch.device(device),
+            config=config, fold=fold, report=report, device=device, cache=cache,
+            cache_parts=data_parts,
             train=fold_rows(cohort, modalities, train_idx, train_rf, crops),
             val=fold_rows(cohort, modalities, val_idx, val_rf, crops),
             val_fallback=val_rf, val_labels=y_val, meta_qwk=meta_qwk,
@@ -131,8 +151,9 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
             for sid, label, row in zip(samples["sample_id"].iloc[val_idx], y_val, proba)
         ],
         cohort_fingerprint=cohort.fingerprint,
-        fold_fingerprint=fold_fingerprint(cohort, folds),
+        fold_fingerprint=data_parts["folds"],
         versions=environment_versions(),
+        artifacts={"reused": list(cache.reused), "computed": list(cache.computed)},
     )
     if on_result is not None:
         on_result(result)

@@ -8,6 +8,7 @@ of an epoch, so a continued loop makes the decisions the uninterrupted one would
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -77,14 +78,17 @@ def fit_epochs(model: nn.Module, *, stage: str, settings: LoopSettings,
                evaluate: Callable[[nn.Module], tuple[float, float]],
                loss_fn: Callable[[torch.Tensor, Any], torch.Tensor],
                on_epoch: Callable[..., None], baseline_qwk: float = float("-inf"),
-               resume: LoopState | None = None) -> LoopOutcome:
+               resume: LoopState | None = None,
+               autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+               ) -> LoopOutcome:
     """Train `model` for up to `settings.epochs`; `evaluate` returns (val QWK, val loss) and is
     called under no_grad in eval mode. The model ends with its best weights (or the starting ones,
     when no epoch beat `baseline_qwk`).
 
     `on_epoch(metrics, snapshot)` gets a zero-argument `snapshot` that returns the `LoopState` to
     continue after this epoch (built only when called: it copies the weights). `resume` continues
-    such a state; the caller has loaded the model's weights of that moment.
+    such a state; the caller has loaded the model's weights of that moment. `autocast` wraps
+    each training forward pass (mixed precision on GPUs).
     """
     trainable = require_trainable(model, stage)
     optimizer = build_optimizer(model, settings)
@@ -106,7 +110,8 @@ def fit_epochs(model: nn.Module, *, stage: str, settings: LoopSettings,
         total, count = 0.0, 0
         for inputs, target in train_batches(epoch):
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(*inputs), target)
+            with autocast():
+                loss = loss_fn(model(*inputs).float(), target)
             loss.backward()
             if settings.grad_clip:
                 nn.utils.clip_grad_norm_(

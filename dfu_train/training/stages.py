@@ -13,7 +13,9 @@ exactly what the uninterrupted run drew.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from dfu_train.cache import ArtifactCache, dump_state, load_state
 from dfu_train.config import TrialConfig
 from dfu_train.data import schema
 from dfu_train.data.cohort import Cohort
@@ -128,15 +131,19 @@ def epoch_seed(seed: int, stage: str, epoch: int) -> int:
 
 
 def build_model(config: TrialConfig) -> MultimodalModel:
-    """Branches for the trial's image modalities and, with metadata, the configured fusion head."""
+    """Branches for the trial's image modalities and, with metadata, the configured fusion head.
+    Each part is initialised from its own seed, so a branch starts the same whatever other
+    branches the trial has (a cached pretrained branch depends on its own settings only)."""
     branches = {}
     for modality in config.image_modalities:
+        torch.manual_seed(epoch_seed(config.seed, f"init:{modality}", 0))
         branch = config.branch(modality)
         backbone = create_backbone(branch.backbone, pretrained=config.image.pretrained)
         branches[modality] = ImageBranch(backbone, head_units=branch.head_units,
                                          dropout=branch.dropout)
     head = None
     if config.uses_metadata:
+        torch.manual_seed(epoch_seed(config.seed, "init:fusion", 0))
         fusion = config.fusion
         head = create_fusion_head(
             fusion.head, image_features=sum(b.num_features for b in branches.values()),
@@ -173,6 +180,8 @@ class ImageStages:
     forest_state: dict | None
     meta_qwk: float | None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cache: ArtifactCache = field(default_factory=ArtifactCache.off)
+    cache_parts: dict = field(default_factory=dict)  # what identifies the data: cohort and folds
     stages: dict = field(default_factory=dict)
     data_seconds: float = 0.0
 
@@ -188,8 +197,59 @@ class ImageStages:
                 offset += length
                 continue  # finished before the checkpoint: its weights are in the model
             loop = resume.loop if resume is not None and resume.stage == name else None
-            self._run_stage(model, name, offset, loop)
+            if name.startswith("pretrain:") and loop is None:
+                self._pretrain_once(model, name, offset, length)
+            else:
+                self._run_stage(model, name, offset, loop)
             offset += length
+
+    def _pretrain_once(self, model: MultimodalModel, name: str, offset: int, length: int) -> None:
+        """Pretrain a branch, or load the same branch pretrained by an earlier trial: the key
+        holds everything pretraining reads (data, fold, rows, branch, image, loss and loop
+        settings, seed), and nothing of the fusion stages."""
+        config, modality = self.config, name.split(":", 1)[1]
+        branch = model.branches[modality]
+        parts = {
+            **self.cache_parts, "modality": modality, "rows": list(model.modalities),
+            "branch": config.branch(modality).model_dump(mode="json"),
+            "image": config.image.model_dump(mode="json"),
+            "weights": weights_fingerprint(config.image.pretrained),
+            "loss": config.loss.model_dump(mode="json"),
+            "optim": config.optim.model_dump(mode="json", exclude={"checkpoint_every"}),
+            "seed": config.seed, "amp": self._amp,
+        }
+        computed = []
+
+        def pretrain() -> dict:
+            self._run_stage(model, name, offset, None)
+            computed.append(name)
+            return {"state": branch.state_dict(), "summary": self.stages[name]}
+
+        artifact = self.cache.fetch("branch", parts, pretrain, dump=dump_state, load=load_state,
+                                    label=f"{modality} {config.branch(modality).backbone} "
+                                          f"{config.image.size}px fold {self.fold}")
+        if computed:
+            return
+        branch.load_state_dict(artifact["state"])
+        self.stages[name] = {**artifact["summary"], "seconds": 0.0, "data_seconds": 0.0,
+                             "reused": True}
+        progress = offset + length
+        checkpoint = FoldCheckpoint(self.config.config_id, self.fold, name, progress,
+                                    copy.deepcopy(model.state_dict()), None,
+                                    copy.deepcopy(self.stages), self.forest_state)
+        self.report({"stage": name, "epoch": artifact["summary"]["epochs_run"] - 1,
+                     "val_qwk": artifact["summary"]["best_qwk"], "progress": progress,
+                     "meta_qwk": self.meta_qwk, "reused": True}, checkpoint)
+
+    @property
+    def _amp(self) -> bool:
+        return self.config.train.amp and self.device.type == "cuda"
+
+    def _autocast(self):
+        """bfloat16 autocast on CUDA when `train.amp`; nothing on CPU."""
+        if self._amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _run_stage(self, model: MultimodalModel, name: str, offset: int,
                    resume: LoopState | None) -> None:
@@ -249,7 +309,7 @@ class ImageStages:
 
         outcome = fit_epochs(target, stage=name, settings=settings, train_batches=batches,
                              evaluate=evaluate, loss_fn=loss, on_epoch=on_epoch,
-                             baseline_qwk=baseline, resume=resume)
+                             baseline_qwk=baseline, resume=resume, autocast=self._autocast)
         summary = {"best_qwk": outcome.best_qwk, "best_epoch": outcome.best_epoch,
                    "epochs_run": outcome.epochs_run, "trainable_params": outcome.trainable,
                    "seconds": round(time.perf_counter() - started, 3),
@@ -270,12 +330,18 @@ class ImageStages:
     def _inputs(self, rows: RowSet, index: np.ndarray, modalities, with_rf: bool,
                 generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
         started = time.perf_counter()
+        cuda, train = self.device.type == "cuda", self.config.train
         images = []
         for modality in modalities:
             batch = to_tensor(rows.crops[modality][index])
             if generator is not None:
                 batch = augment(batch, modality, generator)
-            images.append(batch.to(self.device, non_blocking=True))
+            if cuda and train.pin_memory:
+                batch = batch.pin_memory()
+            batch = batch.to(self.device, non_blocking=True)
+            if cuda and train.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            images.append(batch)
         inputs = ((rows.rf_proba[index].to(self.device),) if with_rf else ()) + tuple(images)
         self.data_seconds += time.perf_counter() - started
         return inputs
@@ -314,7 +380,8 @@ class ImageStages:
         total = 0.0
         for start in range(0, len(rows), EVAL_BATCH):
             index = np.arange(start, min(start + EVAL_BATCH, len(rows)))
-            logits = module(*self._inputs(rows, index, modalities, with_rf, None))
+            with self._autocast():
+                logits = module(*self._inputs(rows, index, modalities, with_rf, None)).float()
             row_proba[index] = logits.softmax(dim=1).cpu().numpy()
             if loss is not None:
                 total += float(loss(logits, rows.labels[index].to(self.device))) * len(index)
@@ -338,7 +405,20 @@ class ImageStages:
         return sample_proba(row_proba, self.val.sample_pos, self.val_fallback), row_qwk
 
 
-def image_crops(cohort: Cohort, config: TrialConfig, cache_dir: Path | None) -> dict[str, Any]:
+def image_crops(cohort: Cohort, config: TrialConfig, cache: ArtifactCache) -> dict[str, Any]:
     """The preprocessed crops of every image modality of the trial (cached per data and size)."""
-    return {m: cached_crops(cohort, m, config.image.size, cache_dir)
-            for m in config.image_modalities}
+    return {m: cached_crops(cohort, m, config.image.size, cache) for m in config.image_modalities}
+
+
+@functools.lru_cache(maxsize=8)
+def weights_fingerprint(pretrained: str) -> str:
+    """What a branch's starting weights are: `none`, `imagenet`, or the SHA-256 of a state-dict
+    file (a file replaced under the same name is a different start)."""
+    path = Path(pretrained)
+    if pretrained in ("none", "imagenet") or not path.is_file():
+        return pretrained
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
