@@ -32,6 +32,7 @@ def sweep_file(name: str, asha: bool, configs: int, folds: int) -> dict:
         "scheduler": {"type": "asha" if asha else "none", "grace_period": 4,
                       "reduction_factor": 3},
         "resources": {"cpus_per_trial": 1, "use_train": False},
+        "cache": {"enabled": False},  # the two sweeps must not reuse each other's work
         "fixed": {"modalities": ["metadata", "thermal_map"], "forest.n_estimators": 60,
                   "forest.inner_folds": 3, "image.size": 16, "thermal_map.pretrain_epochs": 12,
                   "stage1.epochs": 12, "stage2.epochs": 0, "optim.early_stop_patience": 100,

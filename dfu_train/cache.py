@@ -57,11 +57,15 @@ class ArtifactCache:
 
     root: str
     enabled: bool = True
+    filesystem: pafs.FileSystem | None = None  # given: `root` is a path inside it
     reused: list[str] = field(default_factory=list)
     computed: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        self._fs, self._base = _filesystem(self.root)
+        if self.filesystem is not None:
+            self._fs, self._base = self.filesystem, str(self.root).rstrip("/")
+        else:
+            self._fs, self._base = _filesystem(self.root)
 
     @classmethod
     def off(cls) -> ArtifactCache:
@@ -69,7 +73,7 @@ class ArtifactCache:
 
     def fresh(self) -> ArtifactCache:
         """The same cache with empty `reused` and `computed` lists (one per fold run)."""
-        return ArtifactCache(self.root, self.enabled)
+        return ArtifactCache(self.root, self.enabled, self.filesystem)
 
     def fetch(self, kind: str, parts: Mapping[str, Any], compute: Callable[[], T], *,
               dump: Callable[[T], bytes], load: Callable[[bytes], T], label: str = "") -> T:

@@ -343,9 +343,12 @@ def leaderboard_command(
     export_best: Annotated[Optional[Path], typer.Option(help="write the best config here")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="config_id to compare against, "
                                                     "paired over shared folds")] = None,
+    trials: Annotated[bool, typer.Option(
+        "--trials", help="one row per finished fold: timing and reused artifacts")] = False,
 ) -> None:
     """Configs ranked by mean QWK over folds (read offline from the sweep folder)."""
-    from dfu_train.sweep.leaderboard import build_leaderboard, compare_to_baseline, query
+    from dfu_train.sweep.leaderboard import (build_leaderboard, compare_to_baseline, query,
+                                             trial_table)
     from dfu_train.sweep.store import read_manifest, resolve_sweep, write_json_atomic
 
     if fmt not in ("table", "csv", "json", "parquet"):
@@ -353,6 +356,9 @@ def leaderboard_command(
     if fmt == "parquet" and out_file is None:
         raise ConfigError("--format parquet needs --out FILE")
     sweep_dir = resolve_sweep(name, storage=storage)
+    if trials:
+        _write_frame(trial_table(sweep_dir), fmt, out_file, title=f"trials of {sweep_dir.name}")
+        return
     board = build_leaderboard(sweep_dir)
     if baseline is not None:
         board = compare_to_baseline(board, baseline)
@@ -367,11 +373,24 @@ def leaderboard_command(
     if fmt == "table":
         _board_table(board, sweep_dir.name)
         return
-    if fmt == "parquet":
-        board.to_parquet(out_file, index=False)
+    _write_frame(board, fmt, out_file)
+
+
+def _write_frame(frame, fmt: str, out_file: Path | None, *, title: str = "") -> None:
+    """A DataFrame as a rich table, CSV, JSON or Parquet, to stdout or `out_file`."""
+    if fmt == "table":
+        table = Table(title=title)
+        for column in frame.columns:
+            table.add_column(column, overflow="fold")
+        for row in frame.itertuples(index=False):
+            table.add_row(*(_fmt(v) if isinstance(v, float) else str(v) for v in row))
+        out.print(table)
         return
-    text = (board.to_json(orient="records", indent=1) if fmt == "json"
-            else board.to_csv(index=False))
+    if fmt == "parquet":
+        frame.to_parquet(out_file, index=False)
+        return
+    text = (frame.to_json(orient="records", indent=1) if fmt == "json"
+            else frame.to_csv(index=False))
     if out_file is not None:
         out_file.write_text(text, encoding="utf-8")
     else:
@@ -389,7 +408,7 @@ def _board_table(board, title: str) -> None:
     table = Table(title=f"leaderboard {title}")
     paired = "baseline_diff" in board.columns
     for column in ("#", "config", "QWK mean ± std", "folds", "meta QWK", "macro F1",
-                   *(("Δ vs baseline (p)",) if paired else ())):
+                   *(("Δ vs baseline (p)",) if paired else ()), "reused"):
         table.add_column(column, no_wrap=True)
     table.add_column("params", overflow="fold")
     for rank, row in enumerate(board.itertuples(index=False), start=1):
@@ -398,7 +417,8 @@ def _board_table(board, title: str) -> None:
         params = ", ".join(f"{k}={v}" for k, v in row.params.items()) or "-"
         extra = (f"{_fmt(row.baseline_diff)} ({_fmt(row.baseline_p)})",) if paired else ()
         table.add_row(str(rank), row.config_id, f"{_fmt(row.qwk_mean)} ± {_fmt(row.qwk_std)}",
-                      folds, _fmt(row.meta_qwk_mean), _fmt(row.macro_f1_mean), *extra, params)
+                      folds, _fmt(row.meta_qwk_mean), _fmt(row.macro_f1_mean), *extra,
+                      row.reused or "-", params)
     out.print(table)
 
 

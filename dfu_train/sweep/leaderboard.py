@@ -17,8 +17,11 @@ from dfu_train.sweep import store
 
 COLUMNS = ("config_id", "params", "folds_done", "folds_total", "complete", "qwk_mean", "qwk_std",
            "qwk_folds", "qwk_by_fold", "meta_qwk_mean", "fusion_gain_mean", "accuracy_mean",
-           "macro_f1_mean", "pruned", "errors", "last_error", "wall_s", "compute_s")
-TEXT_COLUMNS = ("config_id", "params", "qwk_folds", "qwk_by_fold", "complete", "last_error")
+           "macro_f1_mean", "pruned", "errors", "last_error", "wall_s", "compute_s", "reused")
+TEXT_COLUMNS = ("config_id", "params", "qwk_folds", "qwk_by_fold", "complete", "last_error",
+                "reused")
+TRIAL_COLUMNS = ("config_id", "fold_seed", "fold", "qwk", "meta_qwk", "trial_id", "node",
+                 "wall_s", "startup_s", "compute_s", "reused", "computed")
 
 
 def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
@@ -63,12 +66,39 @@ def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
             "last_error": errors[-1] if errors else None,
             "wall_s": round(sum(r.get("wall_s", 0.0) for r in done), 2),
             "compute_s": round(sum(r.get("compute_s", 0.0) for r in done), 2),
+            "reused": _reuse_counts(done),
         })
     board = pd.DataFrame(rows, columns=list(COLUMNS))
     if board.empty:
         return board
     return board.sort_values(["complete", "qwk_mean"], ascending=[False, False],
                              na_position="last", kind="stable").reset_index(drop=True)
+
+
+def trial_table(sweep_dir: Path) -> pd.DataFrame:
+    """One row per recorded fold: where and how long it ran, and which artifacts it took from
+    the cache (`reused`) or made (`computed`)."""
+    rows = []
+    for r in store.read_fold_results(sweep_dir):
+        timing, artifacts = r.get("timing", {}), r.get("artifacts", {})
+        rows.append({
+            "config_id": r["config_id"], "fold_seed": r["fold_seed"], "fold": r["fold"],
+            "qwk": r["metrics"]["qwk"], "meta_qwk": r["meta_qwk"], "trial_id": r.get("trial_id"),
+            "node": r.get("node"), "wall_s": r.get("wall_s"), "startup_s": timing.get("startup_s"),
+            "compute_s": r.get("compute_s"),
+            "reused": ", ".join(artifacts.get("reused", [])),
+            "computed": ", ".join(artifacts.get("computed", [])),
+        })
+    return pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
+
+
+def _reuse_counts(records: list[dict]) -> str:
+    """'forest 3/5, branch 5/5': how many of the folds took each kind of artifact from the cache."""
+    counts: dict[str, int] = {}
+    for record in records:
+        for kind in {a.split(":")[0] for a in record.get("artifacts", {}).get("reused", [])}:
+            counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{kind} {n}/{len(records)}" for kind, n in sorted(counts.items()))
 
 
 def query(board: pd.DataFrame, *, by: str = "qwk_mean", top: int | None = None,

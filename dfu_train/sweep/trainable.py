@@ -124,6 +124,7 @@ def _run_and_record(tune_config: dict, *, trial_id: str, trial_started: float, r
             "compute_s": round(time.perf_counter() - compute_start, 3),
             "wall_s": round(now - trial_started, 3),
             "timing": {
+                "started_at": round(trial_started, 3),
                 "wall_s": round(now - trial_started, 3),
                 "waiting_s": round(worker_started - trial_started, 3),
                 "startup_s": round(compute_started - trial_started, 3),
