@@ -241,7 +241,11 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                     num_samples=plan.n_configs if plan.proposes else 1,
                     search_alg=create_search(plan.spec), max_concurrent_trials=concurrency,
                     scheduler=create_scheduler(plan.spec, schedule_length=plan.schedule_length),
-                    trial_dirname_creator=_trial_dirname),
+                    trial_dirname_creator=_trial_dirname,
+                    # Inline trials run in the same kind of actor: reusing it saves a process
+                    # start and the imports per trial. A Train trial's actor owns a
+                    # TorchTrainer, and stopping the trial must end that actor with it.
+                    reuse_actors=not plan.spec.resources.use_train),
                 run_config=tune.RunConfig(
                     name=plan.experiment, storage_path=str(plan.sweep_dir), verbose=0,
                     failure_config=tune.FailureConfig(max_failures=plan.spec.resources.max_failures),

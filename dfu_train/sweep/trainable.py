@@ -5,6 +5,7 @@ The science lives in `training.fold.run_fold`; this adapter only moves values be
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 import time
@@ -25,6 +26,10 @@ from dfu_train.training.fold import run_fold
 from dfu_train.training.stages import FoldCheckpoint
 
 CHECKPOINT_FILE = "fold.pt"
+# Train's controller takes a worker's report when it polls, every 2 s by default, and the worker
+# blocks until then: with one report per epoch, short epochs would mostly wait. The controller
+# reads this variable from the process that builds the trainer.
+POLL_ENV, POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.05"
 
 
 def _recorded(tune_config: dict) -> dict | None:
@@ -47,6 +52,7 @@ def fold_trainable(tune_config: dict) -> None:
         return
     settings = tune_config["settings"]
     trial_id = tune.get_context().get_trial_id()
+    os.environ.setdefault(POLL_ENV, POLL_S)
     use_gpu = settings["gpus_per_trial"] > 0
     per_worker = {"CPU": settings["cpus_per_trial"]}
     if use_gpu:
