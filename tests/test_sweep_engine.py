@@ -217,3 +217,40 @@ def test_promote_runs_the_screened_best_on_all_folds_and_extra_seeds(local_ray, 
     assert (others["folds_total"] == 1).all()  # the rest keep their screening plan
     status = runner.invoke(app, ["sweep", "status", "screen", "--storage", str(tmp_path), "--json"])
     assert json.loads(status.stdout)["trials"]["planned"] == 3 * 1 + 1 * 2 * 3
+
+
+def test_trials_of_a_fusion_sweep_share_forest_and_branch_and_record_their_timing(
+        local_ray, tmp_path, synthetic_root, cohort):
+    from dfu_train.config import TrialConfig
+    from dfu_train.sweep.leaderboard import trial_table
+    from dfu_train.training.fold import run_fold
+
+    spec = parse_sweep({
+        "name": "share", "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "grid"},
+        "scheduler": {"type": "none"},
+        "resources": {"cpus_per_trial": 1, "use_train": False, "max_concurrent": 1},
+        "fixed": TINY_FUSION,
+        "space": {"fusion.head": {"grid": ["residual", "prob_concat", "feature_concat"]}},
+    })
+    sweep_dir = run_sweep(plan_sweep(spec, data_root=synthetic_root, storage=tmp_path),
+                          on_event=lambda line: None)
+    trials = trial_table(sweep_dir)
+    assert len(trials) == 3
+    made = trials[trials["computed"].str.contains("branch")]
+    assert len(made) == 1  # one at a time: the first makes forest and branch, the others reuse
+    assert trials["reused"].str.contains("branch").sum() == 2
+    assert trials["reused"].str.contains("forest").sum() == 2
+    assert (tmp_path / store.CACHE_DIR / "branch").is_dir()  # beside the sweeps, not inside one
+    board = build_leaderboard(sweep_dir)
+    assert sorted(board["reused"]) == ["", "branch 1/1, crops 1/1, forest 1/1",
+                                       "branch 1/1, crops 1/1, forest 1/1"]
+    for record in store.read_fold_results(sweep_dir):
+        assert record["threads"] == {"torch": 1, "forest_jobs": 1}
+        timing = record["timing"]
+        assert 0 <= timing["startup_s"] <= timing["wall_s"]
+        assert timing["compute_s"] <= timing["wall_s"]
+        assert set(timing["stages_s"]) == {"forest", "pretrain:thermal_map", "stage1"}
+    reused = next(r for r in store.read_fold_results(sweep_dir)
+                  if "branch" in ",".join(r["artifacts"]["reused"]))
+    alone = run_fold(TrialConfig.from_dict(reused["config"]), cohort, 0)  # no cache at all
+    assert alone.metrics == reused["metrics"]
