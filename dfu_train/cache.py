@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow.fs as pafs
+
+from dfu_train.atomic import write_atomic
 
 MAGIC = b"dfu-cache 1\n"
 HEADER_LIMIT = 1 << 20
@@ -129,16 +129,7 @@ class ArtifactCache:
             with self._fs.open_output_stream(path) as out:  # one object upload is atomic
                 out.write(data)
             return
-        tmp = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            with open(tmp, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(Path(path), data)
 
     def entries(self, name: str | None = None) -> list[CacheEntry]:
         """Every entry, or those whose kind is `name` or whose key starts with it."""

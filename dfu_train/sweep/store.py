@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from dfu_train.atomic import write_atomic
 from dfu_train.config import TrialConfig
 from dfu_train.errors import ConfigError, DataError
 
@@ -40,18 +39,8 @@ def resolve_sweep(name_or_path: str | Path, *, storage: str | Path = "results") 
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(_finite(data), out, indent=1, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """JSON written atomically: readers never see half a file (`write_atomic`)."""
+    write_atomic(path, json.dumps(_finite(data), indent=1, sort_keys=True).encode("utf-8"))
 
 
 def _finite(value: Any) -> Any:
