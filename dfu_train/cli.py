@@ -135,11 +135,10 @@ def fold_command(
     """Run one fold of a config, without Ray."""
     from dfu_train.cache import ArtifactCache
     from dfu_train.config import load_trial_config
-    from dfu_train.data.cohort import load_cohort
     from dfu_train.training.fold import run_fold
 
     trial = load_trial_config(config)
-    cohort = load_cohort(data_root)
+    cohort = _checked_cohort(data_root, trial)
     result = run_fold(trial, cohort, fold, report=_print_report, n_jobs=jobs,
                       cache=ArtifactCache(cache_dir, enabled=not no_cache))
     if as_json:
@@ -148,6 +147,23 @@ def fold_command(
         out.print(f"config {result.config_id} fold {fold}: qwk {_fmt(result.qwk)}, "
                   f"accuracy {result.metrics['accuracy']:.3f}, "
                   f"macro F1 {result.metrics['macro_f1']:.3f}")
+
+
+def _checked_cohort(data_root: Path, trial):
+    """The cohort, refused before any training if it lacks a modality the config uses, has
+    too few patients per class for its folds, or holds a broken image or box."""
+    from dfu_train.data.check import check_images
+    from dfu_train.data.cohort import load_cohort
+    from dfu_train.data.folds import check_fold_count
+
+    cohort = load_cohort(data_root)
+    absent = [m for m in trial.modalities if m not in cohort.modalities]
+    if absent:
+        raise ConfigError(f"modality {absent[0]!r} requested, but the cohort at {data_root} has "
+                          f"only {', '.join(cohort.modalities)}")
+    check_fold_count(cohort, trial.cv.n_folds)
+    check_images(cohort, trial.modalities)
+    return cohort
 
 
 def _print_report(metrics: dict, checkpoint) -> None:
@@ -169,12 +185,11 @@ def cv_command(
     """Full cross-validation of a config on every fold (and fold seed), without Ray."""
     from dfu_train.cache import ArtifactCache
     from dfu_train.config import load_trial_config
-    from dfu_train.data.cohort import load_cohort
     from dfu_train.training.fold import run_fold
 
     trial = load_trial_config(config)
     seeds = _parse_seeds(fold_seeds) if fold_seeds else [trial.cv.seed]
-    cohort = load_cohort(data_root)
+    cohort = _checked_cohort(data_root, trial)
     cache = ArtifactCache(cache_dir, enabled=not no_cache)
     folds = []
     for seed in seeds:

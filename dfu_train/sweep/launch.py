@@ -24,6 +24,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from dfu_train.config import TrialConfig
+from dfu_train.data.check import check_images
 from dfu_train.data.cohort import Cohort, load_cohort
 from dfu_train.data.folds import check_fold_count
 from dfu_train.errors import ConfigError, DataError
@@ -99,13 +100,20 @@ def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
         raise DataError(f"data root {root} not found; pass --data-root, set data.root in "
                         "the sweep file, or create a synthetic cohort with `dfu data synth`")
     cohort = load_cohort(root)
-    check_fold_count(cohort, spec.cv.n_folds)
+    try:
+        check_fold_count(cohort, spec.cv.n_folds)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     configs = tuple(expand_configs(spec))
-    for config, _ in configs:
-        absent = [m for m in config.modalities if m not in cohort.modalities]
-        if absent:
-            raise ConfigError(f"{source}: modality {absent[0]!r} requested, but the cohort at "
-                              f"{root} has only {', '.join(cohort.modalities)}")
+    requested = {m for config, _ in configs for m in config.modalities}
+    choices = spec.space.get("modalities", {})
+    for values in choices.values():  # a search algorithm may propose any listed choice
+        requested.update(m for value in values for m in value)
+    absent = sorted(requested - set(cohort.modalities))
+    if absent:
+        raise ConfigError(f"{source}: modality {absent[0]!r} requested, but the cohort at "
+                          f"{root} has only {', '.join(cohort.modalities)}")
+    check_images(cohort, requested)
     sweep_dir = Path(storage).resolve() / name
     _check_writable(Path(storage))
     return SweepPlan(spec, name, sweep_dir, root.resolve(), cohort, configs)
