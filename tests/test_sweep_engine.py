@@ -51,7 +51,7 @@ def _wait_for(condition, timeout: float, what: str):
         value = condition()
         if value:
             return value
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -80,17 +80,39 @@ def test_asha_prunes_weak_trials_and_the_leaderboard_marks_them(local_ray, tmp_p
     assert not store.read_fold_result(sweep_dir, pruned[0]["config_id"], 42, 0)
 
 
-def test_driver_killed_mid_sweep_resumes_without_repeating_or_losing_a_fold(
-        local_ray, tmp_path, synthetic_root):
+KILLED_SWEEP = {
+    "name": "killed", "cv": {"n_folds": 3, "run_folds": "all"},
+    "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
+    "resources": {"cpus_per_trial": 1, "use_train": False, "max_concurrent": 1},
+    "fixed": TINY_FUSION, "space": {"seed": {"grid": [0, 1]}},
+}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_board(local_ray, synthetic_root, tmp_path_factory):
+    """The leaderboard of the sweep that the fault-injection tests kill, run without a fault."""
+    spec = parse_sweep(KILLED_SWEEP)
+    storage = tmp_path_factory.mktemp("uninterrupted")
+    return build_leaderboard(run_sweep(plan_sweep(spec, data_root=synthetic_root,
+                                                  storage=storage), on_event=lambda line: None))
+
+
+def _tune_started(sweep_dir: Path) -> bool:
+    """Tune has set up the experiment (its trials' actors are still starting)."""
+    return (sweep_dir / store.TUNE_DIR / "tuner.pkl").is_file()
+
+
+@pytest.mark.parametrize(("moment", "ready"), [
+    ("before-the-first-result", lambda d, n: _tune_started(d)),
+    ("mid-sweep", lambda d, n: n >= 2),
+    ("during-the-last-trial", lambda d, n: n >= 5),
+])
+def test_driver_killed_then_resumed_gives_the_uninterrupted_leaderboard(
+        local_ray, tmp_path, synthetic_root, uninterrupted_board, moment, ready):
     import ray
 
     sweep_file = tmp_path / "killed.yaml"
-    sweep_file.write_text(yaml.safe_dump({
-        "name": "killed", "cv": {"n_folds": 3, "run_folds": "all"},
-        "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
-        "resources": {"cpus_per_trial": 1, "use_train": False, "max_concurrent": 1},
-        "fixed": TINY_FUSION, "space": {"seed": {"grid": [0, 1]}},
-    }))
+    sweep_file.write_text(yaml.safe_dump(KILLED_SWEEP))
     address = ray.get_runtime_context().gcs_address
     dfu = [sys.executable, "-m", "dfu_train.cli"]
     common = ["--storage", str(tmp_path / "results"), "--address", address]
@@ -100,12 +122,14 @@ def test_driver_killed_mid_sweep_resumes_without_repeating_or_losing_a_fold(
     sweep_dir = tmp_path / "results" / "killed"
     results = sweep_dir / store.FOLD_RESULTS
     try:
-        _wait_for(lambda: len(list(results.glob("*.json"))) >= 2, 240, "two finished folds")
+        _wait_for(lambda: ready(sweep_dir, len(list(results.glob("*.json")))), 240, moment)
     finally:
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
     before = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
-    assert 2 <= len(before) < 6
+    assert len(before) < 6
+    if moment == "before-the-first-result":
+        assert not before
 
     resumed = subprocess.run([*dfu, "sweep", "resume", "killed", *common],
                              capture_output=True, text=True, timeout=600)
@@ -117,6 +141,8 @@ def test_driver_killed_mid_sweep_resumes_without_repeating_or_losing_a_fold(
     assert {k: after[k] for k in before} == before  # finished folds were not re-run
     board = build_leaderboard(sweep_dir)
     assert list(board["folds_done"]) == [3, 3] and board["complete"].all()
+    columns = ["config_id", "qwk_by_fold", "qwk_mean", "meta_qwk_mean"]
+    assert board[columns].to_dict("records") == uninterrupted_board[columns].to_dict("records")
 
 
 def test_a_killed_train_worker_is_retried_from_its_checkpoint(local_ray, tmp_path,

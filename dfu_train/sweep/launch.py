@@ -237,7 +237,10 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                  f"{plan.n_trials} trials, up to {concurrency} at once -> {plan.sweep_dir}")
         tune_dir = plan.sweep_dir / plan.experiment
         trainable = create_trainable(plan.spec)
-        if tune.Tuner.can_restore(str(tune_dir)):
+        # A driver killed before Tune's first snapshot leaves tuner.pkl but no trials to
+        # restore (restoring it fails); such a sweep simply starts again.
+        if tune.Tuner.can_restore(str(tune_dir)) and any(
+                tune_dir.glob("experiment_state-*.json")):
             on_event("continuing the recorded sweep: finished trials are not re-run")
             tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
         else:
