@@ -1,0 +1,89 @@
+"""What the code never does with untrusted bytes: run them. Source checks for the calls that could,
+and behaviour checks that a booby-trapped cache entry or checkpoint is refused, not executed."""
+
+from __future__ import annotations
+
+import ast
+import io
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfu_train.cache import ArtifactCache, cache_key, load_state
+from dfu_train.training.stages import FoldCheckpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted([*(ROOT / "dfu_train").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")])
+
+
+def _calls(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            yield node, ast.unparse(node.func)
+
+
+def _keyword(call: ast.Call, name: str):
+    for keyword in call.keywords:
+        if keyword.arg == name:
+            return ast.unparse(keyword.value)
+    return None
+
+
+def test_no_source_evaluates_or_unpickles_untrusted_input():
+    problems = []
+    for path in SOURCES:
+        for call, name in _calls(path):
+            where = f"{path.relative_to(ROOT)}:{call.lineno}"
+            if name in ("eval", "exec", "pickle.load", "pickle.loads", "yaml.load",
+                        "yaml.unsafe_load", "yaml.full_load", "marshal.loads"):
+                problems.append(f"{where}: {name}")
+            if name == "torch.load" and _keyword(call, "weights_only") != "True":
+                problems.append(f"{where}: torch.load without weights_only=True")
+            if name in ("np.load", "numpy.load") and _keyword(call, "allow_pickle") != "False":
+                problems.append(f"{where}: np.load without allow_pickle=False")
+    assert not problems, problems
+
+
+def test_a_local_ray_started_by_the_project_has_no_dashboard():
+    for path in SOURCES:
+        for call, name in _calls(path):
+            if name == "ray.init" and _keyword(call, "address") is None:
+                assert _keyword(call, "include_dashboard") == "False", (
+                    f"{path.relative_to(ROOT)}:{call.lineno}")
+
+
+class _Trap:
+    """Unpickling this object would create `path`: the proof that code ran."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def _trapped_state(proof: Path) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"weight": torch.zeros(2), "trap": _Trap(proof)}, buffer)
+    return buffer.getvalue()
+
+
+def test_a_cache_entry_that_would_run_code_is_recomputed_not_executed(tmp_path):
+    proof = tmp_path / "code-ran"
+    cache = ArtifactCache(tmp_path / "cache")
+    parts = {"modality": "thermal_map"}
+    cache.write("branch", cache_key("branch", parts), _trapped_state(proof), parts=parts)
+    value = cache.fetch("branch", parts, lambda: {"weight": torch.ones(2)},
+                        dump=lambda v: b"", load=load_state)
+    assert torch.equal(value["weight"], torch.ones(2)) and cache.computed == ["branch"]
+    assert not proof.exists()
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_not_executed(tmp_path):
+    proof = tmp_path / "code-ran"
+    path = tmp_path / "fold.pt"
+    path.write_bytes(_trapped_state(proof))
+    with pytest.raises(Exception, match="Weights only load failed|Unsupported"):
+        FoldCheckpoint.load(path)
+    assert not proof.exists()
