@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from dfu_train.config import TrialConfig
 from dfu_train.data.folds import assign_folds, split
 from dfu_train.training.fold import run_fold
@@ -33,3 +35,27 @@ def test_result_holds_exactly_the_validation_samples_and_provenance(cohort):
 
 def test_same_config_fold_and_seed_give_identical_metrics(cohort):
     assert run_fold(CONFIG, cohort, 0).to_dict()["metrics"] == run_fold(CONFIG, cohort, 0).to_dict()["metrics"]
+
+
+FUSION = TrialConfig().override({
+    "modalities": ["metadata", "thermal_map"], "seed": 1, "cv.n_folds": 3,
+    "forest.n_estimators": 30, "forest.inner_folds": 3, "image.size": 16,
+    "thermal_map.pretrain_epochs": 3, "stage1.epochs": 3, "stage2.epochs": 1,
+})
+
+
+def test_label_permutation_through_forest_images_and_fusion_scores_near_zero(cohort):
+    """The whole pipeline (forest, image branch, both fusion stages) on permuted labels: a leak
+    anywhere (labels, patients, validation rows) would show as clearly positive kappa."""
+    qwks = []
+    for seed in range(2):
+        shuffled = cohort.with_labels(np.random.default_rng(seed).permutation(cohort.labels))
+        qwks += [run_fold(FUSION, shuffled, fold).qwk or 0.0 for fold in range(3)]
+    assert abs(float(np.mean(qwks))) < 0.1
+
+
+def test_a_fusion_fold_is_reproducible_on_cpu(cohort):
+    first, second = run_fold(FUSION, cohort, 1), run_fold(FUSION, cohort, 1)
+    assert first.metrics == second.metrics and first.val_samples == second.val_samples
+    assert first.versions["git_revision"] and first.versions["torch"] != "absent"
+    assert first.cohort_fingerprint == cohort.fingerprint and len(first.fold_fingerprint) == 16
