@@ -93,3 +93,28 @@ def test_reservations_of_dead_trial_controllers_are_released(local_ray):
     assert placement_group_table()[orphan]["state"] == "REMOVED"
     assert placement_group_table()[kept.id.hex()]["state"] == "CREATED"
     ray.util.remove_placement_group(kept)
+
+
+def test_images_unreadable_after_validation_fail_only_their_trials(local_ray, tmp_path,
+                                                                   synthetic_root):
+    root = tmp_path / "cohort"
+    shutil.copytree(synthetic_root, root)
+    spec = parse_sweep({
+        "name": "images-broken", "cv": {"n_folds": 3, "run_folds": [0]},
+        "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
+        "resources": {"cpus_per_trial": 1, "max_failures": 0, "use_train": False,
+                      "max_concurrent": 1},
+        "fixed": {**SMALL, "image.size": 16, "thermal_map.pretrain_epochs": 1,
+                  "stage1.epochs": 1, "stage2.epochs": 0},
+        "space": {"modalities": {"grid": [["metadata", "thermal_map"], ["metadata"]]}},
+    })
+    plan = plan_sweep(spec, data_root=root, storage=tmp_path)  # validation passes here
+    for image in (root / schema.IMAGE_FOLDERS["thermal_map"][0]).glob("*.png"):
+        image.write_bytes(b"broken after validation")
+    sweep_dir = run_sweep(plan, on_event=lambda line: None)
+    board = build_leaderboard(sweep_dir).set_index("config_id")
+    by_modalities = {tuple(p["modalities"]): cid for cid, p in board["params"].items()}
+    fusion, metadata = by_modalities[("metadata", "thermal_map")], by_modalities[("metadata",)]
+    assert board.loc[fusion, "errors"] == 1 and board.loc[fusion, "folds_done"] == 0
+    assert "not a readable image" in board.loc[fusion, "last_error"]
+    assert board.loc[metadata, "folds_done"] == 1 and board.loc[metadata, "errors"] == 0
