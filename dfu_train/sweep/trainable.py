@@ -71,6 +71,11 @@ def fold_trainable(tune_config: dict) -> None:
             callbacks=[TuneReportCallback()]),
     )
     trainer.fit()
+    # Train can drop a worker's report when the worker ends right after it (seen on loaded
+    # machines), leaving Tune a result without metrics: repeat the recorded outcome.
+    recorded = _recorded(tune_config)
+    if recorded is not None:
+        _report_recorded(recorded)
 
 
 def fold_worker(loop_config: dict) -> None:
