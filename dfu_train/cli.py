@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, TimeElapsedColumn
 from rich.table import Table
 
 from dfu_train.errors import ConfigError, DfuError
@@ -65,6 +66,80 @@ def user_errors(command):
 
 def _progress(line: str) -> None:
     err.print(line, soft_wrap=True)
+
+
+ProgressMode = Annotated[str, typer.Option(
+    "--progress", help="auto (live on a terminal, else lines), live, lines, json (a JSON line "
+                       "per update on stderr; the leaderboard as JSON on stdout) or quiet")]
+PROGRESS_MODES = ("auto", "live", "lines", "json", "quiet")
+
+
+def _run_watched(plan, *, address: str | None, mode: str) -> Path:
+    """`run_sweep` with the progress view `mode` asks for."""
+    from rich.live import Live
+
+    from dfu_train.sweep.launch import run_sweep
+    from dfu_train.sweep.progress import ProgressWatcher
+
+    if mode == "auto":
+        mode = "live" if err.is_terminal else "lines"
+    if mode == "lines":
+        return run_sweep(plan, address=address, on_event=_progress)
+    quiet = lambda line: None  # noqa: E731
+    if mode == "quiet":
+        return run_sweep(plan, address=address, on_event=quiet, trial_lines=False)
+    live = Live(console=err, refresh_per_second=2, redirect_stderr=True) if mode == "live" else None
+
+    def show(snap: dict) -> None:
+        if live is not None:
+            live.update(_progress_table(plan.name, snap))
+        else:
+            print(json.dumps(snap), file=sys.stderr, flush=True)
+
+    watcher = ProgressWatcher(plan.sweep_dir, experiment=plan.experiment, planned=plan.n_trials,
+                              show=show)
+    if live is not None:
+        live.start()
+    watcher.start()
+    try:
+        return run_sweep(plan, address=address, on_event=quiet if live is None else _progress,
+                         trial_lines=False)
+    finally:
+        watcher.stop()
+        if live is not None:
+            live.stop()
+
+
+def _progress_table(name: str, snap: dict) -> Table:
+    table = Table(title=f"sweep {name} ({snap['experiment']})")
+    for column in ("running", "pending", "finished", "pruned", "error", "best so far",
+                   "elapsed", "remaining"):
+        table.add_column(column, justify="right")
+    best = (f"{snap['best_config']} {snap['best_qwk']:.3f}" if snap["best_config"] else "-")
+    remaining = snap["remaining_s"]
+    table.add_row(*(str(snap[k]) for k in ("running", "pending", "finished", "pruned", "error")),
+                  best, _duration(snap["elapsed_s"]),
+                  "-" if remaining is None else f"~{_duration(remaining)}")
+    return table
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _finish(sweep_dir: Path, mode: str, *, top: int = 10) -> None:
+    """The leaderboard after a sweep: a table, JSON for `--progress json`, nothing when quiet."""
+    if mode == "quiet":
+        return
+    if mode == "json":
+        from dfu_train.sweep.leaderboard import build_leaderboard, query
+
+        board = query(build_leaderboard(sweep_dir), top=top, include_partial=True)
+        typer.echo(board.to_json(orient="records", indent=1))
+        return
+    _print_board(sweep_dir, top=top)
 
 
 def _emit_json(data) -> None:
@@ -192,15 +267,20 @@ def cv_command(
     cohort = _checked_cohort(data_root, trial)
     cache = ArtifactCache(cache_dir, enabled=not no_cache)
     folds = []
-    for seed in seeds:
-        seeded = trial.override({"cv.seed": seed})
-        for fold in range(seeded.cv.n_folds):
-            result = run_fold(seeded, cohort, fold, n_jobs=jobs, cache=cache)
-            folds.append({"fold_seed": seed, "fold": fold, "qwk": result.qwk,
-                          "meta_qwk": result.meta_qwk, "accuracy": result.metrics["accuracy"],
-                          "macro_f1": result.metrics["macro_f1"]})
-            if not as_json:
-                err.print(f"  seed {seed} fold {fold}: qwk {_fmt(result.qwk)}")
+    with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
+                  disable=as_json) as bar:
+        task = bar.add_task(f"config {trial.config_id}", total=len(seeds) * trial.cv.n_folds)
+        for seed in seeds:
+            seeded = trial.override({"cv.seed": seed})
+            for fold in range(seeded.cv.n_folds):
+                result = run_fold(seeded, cohort, fold, n_jobs=jobs, cache=cache)
+                folds.append({"fold_seed": seed, "fold": fold, "qwk": result.qwk,
+                              "meta_qwk": result.meta_qwk,
+                              "accuracy": result.metrics["accuracy"],
+                              "macro_f1": result.metrics["macro_f1"]})
+                if not as_json:
+                    bar.console.print(f"  seed {seed} fold {fold}: qwk {_fmt(result.qwk)}")
+                bar.advance(task)
     qwks = [f["qwk"] for f in folds if f["qwk"] is not None]
     metas = [f["meta_qwk"] for f in folds if f["meta_qwk"] is not None]
     summary = {
@@ -234,21 +314,28 @@ def sweep_run(
     storage: Storage = Path("results"),
     name: Annotated[Optional[str], typer.Option(help="sweep name (default: the file's)")] = None,
     address: Address = None,
+    progress: ProgressMode = "auto",
 ) -> None:
     """Validate a sweep file and cohort, then run the sweep on Ray (local by default)."""
+    _check_mode(progress)
     sweep_dir = _run_sweep_file(sweep_file, data_root=data_root, storage=storage, name=name,
-                                address=address)
-    _print_board(sweep_dir, top=10)
+                                address=address, progress=progress)
+    _finish(sweep_dir, progress)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in PROGRESS_MODES:
+        raise ConfigError(f"--progress {mode!r}: choose {', '.join(PROGRESS_MODES)}")
 
 
 def _run_sweep_file(sweep_file: Path, **options) -> Path:
-    from dfu_train.sweep.launch import plan_sweep, run_sweep
+    from dfu_train.sweep.launch import plan_sweep
     from dfu_train.sweep.space import load_sweep
 
-    address = options.pop("address")
+    address, mode = options.pop("address"), options.pop("progress", "lines")
     spec = load_sweep(sweep_file)
     plan = plan_sweep(spec, source=str(sweep_file), **options)
-    return run_sweep(plan, address=address, on_event=_progress)
+    return _run_watched(plan, address=address, mode=mode)
 
 
 @sweep_app.command("resume")
@@ -257,19 +344,21 @@ def sweep_resume(
     name: SweepName,
     storage: Storage = Path("results"),
     address: Address = None,
+    progress: ProgressMode = "auto",
 ) -> None:
     """Continue a sweep after a crash or Ctrl-C: finished folds are kept, the rest continue."""
-    from dfu_train.sweep.launch import plan_sweep, run_sweep
+    from dfu_train.sweep.launch import plan_sweep
     from dfu_train.sweep.space import parse_sweep
     from dfu_train.sweep.store import read_manifest, resolve_sweep
 
+    _check_mode(progress)
     sweep_dir = resolve_sweep(name, storage=storage)
     manifest = read_manifest(sweep_dir)
     spec = parse_sweep(manifest["spec"], source=str(sweep_dir / "sweep.json"))
     plan = plan_sweep(spec, data_root=manifest["data_root"], storage=sweep_dir.parent,
                       name=sweep_dir.name)
-    run_sweep(plan, address=address, on_event=_progress)
-    _print_board(sweep_dir, top=10)
+    _run_watched(plan, address=address, mode=progress)
+    _finish(sweep_dir, progress)
 
 
 @sweep_app.command("promote")
@@ -281,17 +370,19 @@ def sweep_promote(
         help="extra fold seeds, e.g. 1,2: repeated CV under other patient splits")] = None,
     storage: Storage = Path("results"),
     address: Address = None,
+    progress: ProgressMode = "auto",
 ) -> None:
     """Run the top screened configs on every fold (and extra fold seeds) into the same sweep.
     Recorded folds are not re-run; running the same promotion again continues it."""
-    from dfu_train.sweep.launch import plan_promotion, run_sweep
+    from dfu_train.sweep.launch import plan_promotion
     from dfu_train.sweep.store import resolve_sweep
 
+    _check_mode(progress)
     sweep_dir = resolve_sweep(name, storage=storage)
     seeds = tuple(_parse_seeds(fold_seeds)) if fold_seeds else ()
     plan = plan_promotion(sweep_dir, top=top, fold_seeds=seeds)
-    run_sweep(plan, address=address, on_event=_progress)
-    _print_board(sweep_dir, top=top)
+    _run_watched(plan, address=address, mode=progress)
+    _finish(sweep_dir, progress, top=top)
 
 
 @sweep_app.command("status")
@@ -501,6 +592,25 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+@app.command("report")
+@user_errors
+def report_command(
+    name: SweepName,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for index.html and the PNGs")] = (
+        Path("report")),
+    storage: Storage = Path("results"),
+    top: Annotated[int, typer.Option(min=1, help="configs in the ranking plots")] = 10,
+) -> None:
+    """Plots and a self-contained index.html: top configs over folds, fusion vs metadata,
+    learning curves with ASHA stops, parameters, importance, the best config's errors."""
+    from dfu_train.sweep.report import write_report
+    from dfu_train.sweep.store import resolve_sweep
+
+    sweep_dir = resolve_sweep(name, storage=storage)
+    figures = write_report(sweep_dir, out_dir, top=top)
+    out.print(f"wrote {out_dir / 'index.html'} with {len(figures)} plots")
 
 
 @app.command("demo")

@@ -73,3 +73,40 @@ def test_dfu_report_command_and_its_refusals(finished_sweep, tmp_path):
     missing = runner.invoke(app, ["report", "nope", "--storage", str(storage),
                                   "--out", str(tmp_path / "x")])
     assert missing.exit_code == 2 and "no sweep 'nope'" in missing.stderr
+
+
+def test_progress_snapshot_of_a_finished_sweep_counts_every_trial(finished_sweep):
+    from dfu_train.sweep.progress import snapshot
+
+    sweep_dir, _ = finished_sweep
+    snap = snapshot(sweep_dir, experiment="tune", planned=12, started=0.0)
+    assert snap["finished"] + snap["pruned"] == 12 and snap["pruned"] >= 1
+    assert snap["running"] == snap["pending"] == snap["error"] == 0
+    assert snap["remaining_s"] == 0 and snap["best_qwk"] is not None
+
+
+def test_sweep_run_json_progress_and_quiet_modes(local_ray, synthetic_root, tmp_path):
+    import json
+
+    import yaml
+
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "tiny", "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "grid"},
+        "scheduler": {"type": "none"}, "resources": {"use_train": False},
+        "fixed": {"forest.n_estimators": 10, "forest.inner_folds": 3},
+        "space": {"forest.min_samples_leaf": {"grid": [1, 4]}}}))
+    runner = CliRunner()
+    args = ["sweep", "run", str(sweep), "--data-root", str(synthetic_root),
+            "--storage", str(tmp_path / "s")]
+    result = runner.invoke(app, [*args, "--progress", "json"])
+    assert result.exit_code == 0, result.output
+    updates = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert updates and updates[-1]["finished"] == 2 and updates[-1]["planned"] == 2
+    board = json.loads(result.stdout)
+    assert len(board) == 2 and updates[-1]["best_config"] == board[0]["config_id"]
+    again = runner.invoke(app, ["sweep", "resume", "tiny", "--storage", str(tmp_path / "s"),
+                                "--progress", "quiet"])
+    assert again.exit_code == 0 and again.stdout == ""
+    bad = runner.invoke(app, [*args, "--progress", "loud"])
+    assert bad.exit_code == 2 and "--progress 'loud'" in bad.stderr

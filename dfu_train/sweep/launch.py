@@ -219,8 +219,9 @@ def create_scheduler(spec: SweepSpec, *, schedule_length: int):
 
 
 def run_sweep(plan: SweepPlan, *, address: str | None = None,
-              on_event: Callable[[str], None] = print) -> Path:
-    """Run (or continue) the planned sweep; returns the sweep folder."""
+              on_event: Callable[[str], None] = print, trial_lines: bool = True) -> Path:
+    """Run (or continue) the planned sweep; returns the sweep folder. `trial_lines` prints one
+    line on stderr per ended trial (off when a live view or a script reads the progress)."""
     if plan.experiment == store.TUNE_DIR:
         write_manifest(plan)
     started_ray = not ray.is_initialized()
@@ -261,7 +262,8 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                     name=plan.experiment, storage_path=str(plan.sweep_dir), verbose=0,
                     failure_config=tune.FailureConfig(max_failures=plan.spec.resources.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    callbacks=[_EventPrinter(), ReleaseOrphanedReservations()]),
+                    callbacks=[*([_EventPrinter()] if trial_lines else []),
+                               ReleaseOrphanedReservations()]),
             )
         with contextlib.redirect_stdout(sys.stderr):  # Tune's banners; stdout stays the result's
             grid = tuner.fit()

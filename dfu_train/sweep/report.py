@@ -30,6 +30,11 @@ from dfu_train.sweep import store  # noqa: E402
 from dfu_train.sweep.leaderboard import build_leaderboard, query  # noqa: E402
 
 DPI = 110
+PALETTE = [f"C{i}" for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # tab10 without its grey
+
+
+def _colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ def _fusion_vs_metadata(best: pd.DataFrame, records: list[dict], out_dir: Path) 
                  and r["metrics"]["qwk"] is not None]
         if pairs:
             x, y = zip(*pairs)
-            ax.scatter(x, y, s=24, color=f"C{i % 10}", label=config_id)
+            ax.scatter(x, y, s=24, color=_colour(i), label=config_id)
             shown += len(pairs)
     low, high = _limits(ax)
     ax.plot([low, high], [low, high], color="0.4", linestyle="--", linewidth=1)
@@ -160,7 +165,7 @@ def _learning_curves(sweep_dir: Path, best: pd.DataFrame, out_dir: Path) -> Figu
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for curve in shown + [c for c in pruned if c not in shown]:
         progress, qwk, _ = zip(*curve["points"])
-        colour = f"C{order[curve['config_id']] % 10}" if curve["config_id"] in order else "0.75"
+        colour = _colour(order[curve["config_id"]]) if curve["config_id"] in order else "0.8"
         ax.plot(progress, qwk, color=colour, linewidth=1, alpha=0.85)
         if curve["status"] == "pruned":
             ax.scatter(progress[-1], qwk[-1], marker="x", color="C3", s=40, zorder=3)

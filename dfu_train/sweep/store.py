@@ -91,20 +91,24 @@ def read_fold_result(sweep_dir: Path, config_id: str, fold_seed: int, fold: int)
         return None
 
 
-def read_trial_states(sweep_dir: Path, records: list[dict] | None = None) -> list[dict]:
+def read_trial_states(sweep_dir: Path, records: list[dict] | None = None, *,
+                      experiment: str | None = None) -> list[dict]:
     """Each Tune trial as {trial_id, config_id, fold, fold_seed, status, error}.
 
     status is finished (its fold record exists), running, pending, error, or pruned (stopped by
     the scheduler without a record). Read from Tune's periodically written experiment state and
     each trial's params.json, so it works while the sweep runs; unreadable entries are skipped.
-    `records` are the fold records when the caller has read them already.
+    `records` are the fold records when the caller has read them already; `experiment` limits
+    the trials to one Tune experiment (`tune`, or a `promote-*` folder).
     """
     if records is None:
         records = read_fold_results(sweep_dir)
     finished = {(r["config_id"], r["fold_seed"], r["fold"]) for r in records}
     trials = []
-    for tune_dir in [sweep_dir / TUNE_DIR, *sorted(sweep_dir.glob(f"{PROMOTE_PREFIX}*"))]:
-        trials += _experiment_trials(tune_dir, finished)
+    experiments = [sweep_dir / TUNE_DIR, *sorted(sweep_dir.glob(f"{PROMOTE_PREFIX}*"))]
+    for tune_dir in experiments:
+        if experiment is None or tune_dir.name == experiment:
+            trials += _experiment_trials(tune_dir, finished)
     return trials
 
 
