@@ -72,22 +72,29 @@ ProgressMode = Annotated[str, typer.Option(
     "--progress", help="auto (live on a terminal, else lines), live, lines, json (a JSON line "
                        "per update on stderr; the leaderboard as JSON on stdout) or quiet")]
 PROGRESS_MODES = ("auto", "live", "lines", "json", "quiet")
+MlflowUri = Annotated[Optional[str], typer.Option(
+    "--mlflow", help="log every trial to MLflow at this tracking URI (file:, http:, sqlite:)")]
+TensorBoard = Annotated[bool, typer.Option(
+    "--tensorboard", help="write TensorBoard event files into each trial's folder")]
 
 
-def _run_watched(plan, *, address: str | None, mode: str) -> Path:
-    """`run_sweep` with the progress view `mode` asks for."""
+def _run_watched(plan, *, address: str | None, mode: str, mlflow: str | None = None,
+                 tensorboard: bool = False) -> Path:
+    """`run_sweep` with the progress view `mode` asks for and the trackers asked for."""
     from rich.live import Live
 
-    from dfu_train.sweep.launch import run_sweep
+    from dfu_train.sweep.launch import create_trackers, run_sweep
     from dfu_train.sweep.progress import ProgressWatcher
 
+    run = functools.partial(run_sweep, plan, address=address, trackers=create_trackers(
+        plan.name, mlflow=mlflow, tensorboard=tensorboard))
     if mode == "auto":
         mode = "live" if err.is_terminal else "lines"
     if mode == "lines":
-        return run_sweep(plan, address=address, on_event=_progress)
+        return run(on_event=_progress)
     quiet = lambda line: None  # noqa: E731
     if mode == "quiet":
-        return run_sweep(plan, address=address, on_event=quiet, trial_lines=False)
+        return run(on_event=quiet, trial_lines=False)
     live = Live(console=err, refresh_per_second=2, redirect_stderr=True) if mode == "live" else None
 
     def show(snap: dict) -> None:
@@ -102,8 +109,7 @@ def _run_watched(plan, *, address: str | None, mode: str) -> Path:
         live.start()
     watcher.start()
     try:
-        return run_sweep(plan, address=address, on_event=quiet if live is None else _progress,
-                         trial_lines=False)
+        return run(on_event=quiet if live is None else _progress, trial_lines=False)
     finally:
         watcher.stop()
         if live is not None:
@@ -315,11 +321,14 @@ def sweep_run(
     name: Annotated[Optional[str], typer.Option(help="sweep name (default: the file's)")] = None,
     address: Address = None,
     progress: ProgressMode = "auto",
+    mlflow: MlflowUri = None,
+    tensorboard: TensorBoard = False,
 ) -> None:
     """Validate a sweep file and cohort, then run the sweep on Ray (local by default)."""
     _check_mode(progress)
     sweep_dir = _run_sweep_file(sweep_file, data_root=data_root, storage=storage, name=name,
-                                address=address, progress=progress)
+                                address=address, progress=progress, mlflow=mlflow,
+                                tensorboard=tensorboard)
     _finish(sweep_dir, progress)
 
 
@@ -332,10 +341,12 @@ def _run_sweep_file(sweep_file: Path, **options) -> Path:
     from dfu_train.sweep.launch import plan_sweep
     from dfu_train.sweep.space import load_sweep
 
-    address, mode = options.pop("address"), options.pop("progress", "lines")
+    watched = {"address": options.pop("address"), "mode": options.pop("progress", "lines"),
+               "mlflow": options.pop("mlflow", None),
+               "tensorboard": options.pop("tensorboard", False)}
     spec = load_sweep(sweep_file)
     plan = plan_sweep(spec, source=str(sweep_file), **options)
-    return _run_watched(plan, address=address, mode=mode)
+    return _run_watched(plan, **watched)
 
 
 @sweep_app.command("resume")
@@ -371,6 +382,8 @@ def sweep_promote(
     storage: Storage = Path("results"),
     address: Address = None,
     progress: ProgressMode = "auto",
+    mlflow: MlflowUri = None,
+    tensorboard: TensorBoard = False,
 ) -> None:
     """Run the top screened configs on every fold (and extra fold seeds) into the same sweep.
     Recorded folds are not re-run; running the same promotion again continues it."""
@@ -381,7 +394,7 @@ def sweep_promote(
     sweep_dir = resolve_sweep(name, storage=storage)
     seeds = tuple(_parse_seeds(fold_seeds)) if fold_seeds else ()
     plan = plan_promotion(sweep_dir, top=top, fold_seeds=seeds)
-    _run_watched(plan, address=address, mode=progress)
+    _run_watched(plan, address=address, mode=progress, mlflow=mlflow, tensorboard=tensorboard)
     _finish(sweep_dir, progress, top=top)
 
 

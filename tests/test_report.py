@@ -110,3 +110,27 @@ def test_sweep_run_json_progress_and_quiet_modes(local_ray, synthetic_root, tmp_
     assert again.exit_code == 0 and again.stdout == ""
     bad = runner.invoke(app, [*args, "--progress", "loud"])
     assert bad.exit_code == 2 and "--progress 'loud'" in bad.stderr
+
+
+def test_mlflow_file_store_and_tensorboard_receive_the_sweep(local_ray, synthetic_root, tmp_path):
+    import mlflow
+    import yaml
+
+    sweep = tmp_path / "tracked.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "tracked", "cv": {"n_folds": 3, "run_folds": [0, 1]},
+        "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
+        "resources": {"use_train": False},
+        "fixed": {"forest.n_estimators": 10, "forest.inner_folds": 3}}))
+    uri = (tmp_path / "mlruns").as_uri()
+    result = CliRunner().invoke(app, [
+        "sweep", "run", str(sweep), "--data-root", str(synthetic_root),
+        "--storage", str(tmp_path / "s"), "--progress", "quiet", "--mlflow", uri,
+        "--tensorboard"])
+    assert result.exit_code == 0, result.output
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("tracked")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2  # one MLflow run per trial (config x fold)
+    assert all("val_qwk" in run.data.metrics and "progress" in run.data.metrics for run in runs)
+    assert list((tmp_path / "s" / "tracked" / "tune").glob("*/events.out.tfevents.*"))

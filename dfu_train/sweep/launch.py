@@ -218,10 +218,32 @@ def create_scheduler(spec: SweepSpec, *, schedule_length: int):
                          reduction_factor=spec.scheduler.reduction_factor)
 
 
+def create_trackers(name: str, *, mlflow: str | None = None,
+                    tensorboard: bool = False) -> list:
+    """Ray's experiment-tracker callbacks: MLflow (runs per trial under experiment `name`, at
+    the tracking URI) and TensorBoard event files in each trial's folder."""
+    trackers = []
+    if mlflow:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        if mlflow.startswith("file:"):  # MLflow 3 asks for consent to its file store
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        trackers.append(MLflowLoggerCallback(tracking_uri=mlflow, experiment_name=name,
+                                             save_artifact=False))
+    if tensorboard:
+        from ray.tune.logger import TBXLoggerCallback
+
+        trackers.append(TBXLoggerCallback())
+    return trackers
+
+
 def run_sweep(plan: SweepPlan, *, address: str | None = None,
-              on_event: Callable[[str], None] = print, trial_lines: bool = True) -> Path:
+              on_event: Callable[[str], None] = print, trial_lines: bool = True,
+              trackers: list | tuple = ()) -> Path:
     """Run (or continue) the planned sweep; returns the sweep folder. `trial_lines` prints one
-    line on stderr per ended trial (off when a live view or a script reads the progress)."""
+    line on stderr per ended trial (off when a live view or a script reads the progress);
+    `trackers` are extra Tune callbacks (`create_trackers`). A continued sweep keeps the
+    callbacks it started with."""
     if plan.experiment == store.TUNE_DIR:
         write_manifest(plan)
     started_ray = not ray.is_initialized()
@@ -263,7 +285,7 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                     failure_config=tune.FailureConfig(max_failures=plan.spec.resources.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     callbacks=[*([_EventPrinter()] if trial_lines else []),
-                               ReleaseOrphanedReservations()]),
+                               ReleaseOrphanedReservations(), *trackers]),
             )
         with contextlib.redirect_stdout(sys.stderr):  # Tune's banners; stdout stays the result's
             grid = tuner.fit()
