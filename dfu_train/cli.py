@@ -438,10 +438,18 @@ def sweep_status(
 
 
 @sweep_app.command("schema")
-def sweep_schema() -> None:
+def sweep_schema(markdown: Annotated[bool, typer.Option(
+        "--markdown", help="the human reference (docs/sweep-reference.md) instead")] = False,
+) -> None:
     """Print the JSON schema of the sweep-file format (and the dotted parameter names)."""
     from dfu_train.config import TrialConfig
     from dfu_train.sweep.space import SweepSpec
+
+    if markdown:
+        from dfu_train.sweep.reference import sweep_reference
+
+        typer.echo(sweep_reference(), nl=False)
+        return
 
     schema = SweepSpec.model_json_schema()
     schema["x-parameters"] = list(TrialConfig.dotted_names())

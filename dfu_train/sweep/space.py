@@ -35,8 +35,8 @@ class DataSection(_Section):
 
 
 class CVSection(_Section):
-    n_folds: int = Field(5, ge=2, le=20)
-    seed: int = 42
+    n_folds: int = Field(5, ge=2, le=20, description="patient-grouped stratified folds")
+    seed: int = Field(42, description="the fold assignment's seed")
     run_folds: Literal["all"] | tuple[int, ...] = Field(
         "all", description="'all', or a screening list of fold indices")
 
@@ -62,20 +62,21 @@ class SearchSection(_Section):
     each config from the results so far, so it screens on one fold."""
 
     algorithm: Literal["random", "grid", "optuna"] = "random"
-    num_samples: int = Field(1, ge=1, le=10_000)
-    seed: int = 0
+    num_samples: int = Field(1, ge=1, le=10_000, description="random draws per grid point "
+                             "(optuna: configs to propose)")
+    seed: int = Field(0, description="seed of the draws: the same file gives the same configs")
 
 
 class SchedulerSection(_Section):
-    type: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(2.0, gt=1)
+    type: Literal["asha", "none"] = Field("asha", description="ASHA on `progress`, or none")
+    grace_period: int = Field(1, ge=1, description="progress steps before ASHA may stop a trial")
+    reduction_factor: float = Field(2.0, gt=1, description="1/this of the trials go on per rung")
 
 
 class ResourcesSection(_Section):
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
-    max_concurrent: int | None = Field(None, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0, description="torch threads and forest jobs too")
+    gpus_per_trial: float = Field(0.0, ge=0, description="fractions share a GPU between trials")
+    max_concurrent: int | None = Field(None, ge=1, description="null: from the cluster's CPUs/GPUs")
     max_failures: int = Field(1, ge=0, description="Train worker retries from the last checkpoint")
     use_train: bool = Field(True, description="run each trial as a Ray Train TorchTrainer; false "
                             "runs the fold in the Tune trial itself (no worker start-up, CPU only)")
@@ -84,7 +85,7 @@ class ResourcesSection(_Section):
 class CacheSection(_Section):
     """The artifact cache trials share (crops, forest outputs, pretrained branches)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="reuse forest outputs, branches and crops")
     root: str | None = Field(None, description="folder or URI (s3://, gs://); default STORAGE/cache")
 
 
