@@ -35,6 +35,7 @@ from dfu_train.sweep.trainable import fold_trainable, inline_fold_trainable
 from dfu_train.training.stages import schedule_length
 
 DRIVER_CPUS = 0.25  # the Tune driver only waits on its TorchTrainer
+DRIVER_SHARE = 0.01  # of a custom driver resource: 100 trial drivers per unit on the head
 DEFAULT_DATA_ROOT = "results/demo-data"
 
 
@@ -196,7 +197,8 @@ def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
     """Tune cannot see Train's resources: derive the limit from the cluster and one trial's needs."""
     if spec.resources.max_concurrent:
         return spec.resources.max_concurrent
-    per_trial_cpu = spec.resources.cpus_per_trial + (DRIVER_CPUS if spec.resources.use_train else 0)
+    drives_on_cpu = spec.resources.use_train and not spec.resources.driver_resource
+    per_trial_cpu = spec.resources.cpus_per_trial + (DRIVER_CPUS if drives_on_cpu else 0)
     limit = math.floor(cluster.get("CPU", 1) / per_trial_cpu)
     if spec.resources.gpus_per_trial > 0:
         limit = min(limit, math.floor(cluster.get("GPU", 0) / spec.resources.gpus_per_trial))
@@ -301,7 +303,9 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
 def create_trainable(spec: SweepSpec):
     """A TorchTrainer per trial (the driver holds a sliver of CPU), or the fold run inline."""
     if spec.resources.use_train:
-        return tune.with_resources(fold_trainable, {"CPU": DRIVER_CPUS})
+        driver = spec.resources.driver_resource
+        return tune.with_resources(fold_trainable, {"CPU": 0, driver: DRIVER_SHARE} if driver
+                                   else {"CPU": DRIVER_CPUS})
     return tune.with_resources(inline_fold_trainable, {"CPU": spec.resources.cpus_per_trial})
 
 

@@ -80,6 +80,9 @@ class ResourcesSection(_Section):
     max_failures: int = Field(1, ge=0, description="Train worker retries from the last checkpoint")
     use_train: bool = Field(True, description="run each trial as a Ray Train TorchTrainer; false "
                             "runs the fold in the Tune trial itself (no worker start-up, CPU only)")
+    driver_resource: str | None = Field(
+        None, description="a custom resource (e.g. `driver` on the head, as in cluster/*.yaml) "
+                          "that places each Train trial's driver, instead of a quarter CPU")
 
 
 class CacheSection(_Section):

@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ray
 import ray.train
 import ray.train.torch
 from ray import tune
@@ -131,6 +132,7 @@ def _run_and_record(tune_config: dict, *, trial_id: str, trial_started: float, r
             "status": "finished",
             "trial_id": trial_id,
             "node": socket.gethostname(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "resumed_from": resume.progress if resume is not None else None,
             "compute_s": round(time.perf_counter() - compute_start, 3),
             "wall_s": round(now - trial_started, 3),
