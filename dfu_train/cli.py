@@ -556,7 +556,9 @@ CacheName = Annotated[Optional[str], typer.Argument(
 def _cache_at(storage: Path, cache_dir: str | None):
     from dfu_train.cache import ArtifactCache
 
-    return ArtifactCache(cache_dir or str(storage / "cache"))
+    from dfu_train.sweep.store import CACHE_DIR, storage_path
+
+    return ArtifactCache(cache_dir or str(storage_path(storage) / CACHE_DIR))
 
 
 @cache_app.command("ls")

@@ -115,8 +115,9 @@ def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
         raise ConfigError(f"{source}: modality {absent[0]!r} requested, but the cohort at "
                           f"{root} has only {', '.join(cohort.modalities)}")
     check_images(cohort, requested)
-    sweep_dir = Path(storage).resolve() / name
-    _check_writable(Path(storage))
+    storage = store.storage_path(storage)
+    sweep_dir = storage.resolve() / name
+    _check_writable(storage)
     return SweepPlan(spec, name, sweep_dir, root.resolve(), cohort, configs)
 
 

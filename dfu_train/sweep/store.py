@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from dfu_train.atomic import write_atomic
 from dfu_train.config import TrialConfig
@@ -27,8 +29,23 @@ TRAIN_DIR = "train"
 CACHE_DIR = "cache"  # under the storage folder, beside the sweeps
 
 
+def storage_path(storage: str | Path) -> Path:
+    """The storage folder from a path or a `file://` URI. Bucket URIs are refused with what to do
+    instead: fold records and Tune state are written with local file operations."""
+    text = str(storage)
+    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*):", text)
+    if match is None or len(match.group(1)) == 1:  # a plain path (or a Windows drive letter)
+        return Path(text)
+    if match.group(1).lower() == "file":
+        return Path(unquote(urlparse(text).path))
+    raise ConfigError(f"storage {text!r}: only folders and file:// URIs hold sweeps; mount the "
+                      "bucket (s3fs, gcsfuse, EFS, Filestore) and pass its path. The artifact "
+                      "cache itself may be a bucket (cache.root: s3://... or gs://...)")
+
+
 def resolve_sweep(name_or_path: str | Path, *, storage: str | Path = "results") -> Path:
     """A sweep folder from a path or a name under `storage`; a clear error if there is none."""
+    storage = storage_path(storage)
     direct = Path(name_or_path)
     for candidate in (direct, Path(storage) / str(name_or_path)):
         if (candidate / MANIFEST).is_file():
