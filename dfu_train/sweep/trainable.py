@@ -121,11 +121,11 @@ def _run_and_record(tune_config: dict, *, trial_id: str, trial_started: float, r
     cache_settings = settings.get("cache", {"root": str(sweep_dir.parent / store.CACHE_DIR),
                                             "enabled": True})
     cache = ArtifactCache(cache_settings["root"], enabled=cache_settings["enabled"])
-    compute_start = time.perf_counter()
     compute_started = time.time()
 
     def record(result) -> None:
         now = time.time()
+        wall, compute = round(now - trial_started, 3), round(now - compute_started, 3)
         store.write_fold_result(sweep_dir, {
             **result.to_dict(),
             "params": params,
@@ -134,14 +134,14 @@ def _run_and_record(tune_config: dict, *, trial_id: str, trial_started: float, r
             "node": socket.gethostname(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "resumed_from": resume.progress if resume is not None else None,
-            "compute_s": round(time.perf_counter() - compute_start, 3),
-            "wall_s": round(now - trial_started, 3),
+            "compute_s": compute,
+            "wall_s": wall,
             "timing": {
                 "started_at": round(trial_started, 3),
-                "wall_s": round(now - trial_started, 3),
+                "wall_s": wall,
                 "waiting_s": round(worker_started - trial_started, 3),
                 "startup_s": round(compute_started - trial_started, 3),
-                "compute_s": round(time.perf_counter() - compute_start, 3),
+                "compute_s": compute,
                 "stages_s": {name: stage.get("seconds") for name, stage in result.stages.items()},
             },
             "threads": {"torch": torch.get_num_threads(), "forest_jobs": cpus},
