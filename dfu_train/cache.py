@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from dfu_train.atomic import write_atomic
+from dfu_train.location import Location
 
 MAGIC = b"dfu-cache 1\n"
 HEADER_LIMIT = 1 << 20
@@ -65,7 +66,8 @@ class ArtifactCache:
         if self.filesystem is not None:
             self._fs, self._base = self.filesystem, str(self.root).rstrip("/")
         else:
-            self._fs, self._base = _filesystem(self.root)
+            location = Location(self.root)
+            self._fs, self._base = location.filesystem, location.path
 
     @classmethod
     def off(cls) -> ArtifactCache:
@@ -190,14 +192,6 @@ def _parse(data: bytes) -> tuple[dict, bytes] | None:
     if len(body) != header.get("size") or hashlib.sha256(body).hexdigest() != header.get("sha256"):
         return None
     return header, body
-
-
-def _filesystem(root: str | Path) -> tuple[pafs.FileSystem, str]:
-    text = str(root)
-    if "://" in text:
-        fs, path = pafs.FileSystem.from_uri(text)
-        return fs, path.rstrip("/")
-    return pafs.LocalFileSystem(), str(Path(text).resolve())
 
 
 def dump_arrays(arrays: Mapping[str, np.ndarray]) -> bytes:

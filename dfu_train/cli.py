@@ -35,8 +35,9 @@ err = Console(stderr=True, highlight=False)
 
 DataRoot = Annotated[Path, typer.Option("--data-root", envvar="DFU_DATA_ROOT",
                                         help="cohort folder in the clinical layout")]
-Storage = Annotated[Path, typer.Option("--storage", envvar="DFU_STORAGE",
-                                       help="folder that holds sweep results")]
+Storage = Annotated[str, typer.Option(
+    "--storage", envvar="DFU_STORAGE",
+    help="where sweeps live: a folder, file://, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX")]
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output only")]
 Jobs = Annotated[int, typer.Option("--jobs", help="forest threads; -1 = all cores (no Ray here)")]
 CacheDir = Annotated[str, typer.Option(
@@ -79,7 +80,7 @@ TensorBoard = Annotated[bool, typer.Option(
 
 
 def _run_watched(plan, *, address: str | None, mode: str, mlflow: str | None = None,
-                 tensorboard: bool = False) -> Path:
+                 tensorboard: bool = False):
     """`run_sweep` with the progress view `mode` asks for and the trackers asked for."""
     from rich.live import Live
 
@@ -135,7 +136,7 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _finish(sweep_dir: Path, mode: str, *, top: int = 10) -> None:
+def _finish(sweep_dir, mode: str, *, top: int = 10) -> None:
     """The leaderboard after a sweep: a table, JSON for `--progress json`, nothing when quiet."""
     if mode == "quiet":
         return
@@ -317,7 +318,7 @@ def _parse_seeds(text: str) -> list[int]:
 def sweep_run(
     sweep_file: Annotated[Path, typer.Argument(help="sweep YAML file")],
     data_root: Annotated[Optional[Path], typer.Option(envvar="DFU_DATA_ROOT")] = None,
-    storage: Storage = Path("results"),
+    storage: Storage = "results",
     name: Annotated[Optional[str], typer.Option(help="sweep name (default: the file's)")] = None,
     address: Address = None,
     progress: ProgressMode = "auto",
@@ -337,7 +338,7 @@ def _check_mode(mode: str) -> None:
         raise ConfigError(f"--progress {mode!r}: choose {', '.join(PROGRESS_MODES)}")
 
 
-def _run_sweep_file(sweep_file: Path, **options) -> Path:
+def _run_sweep_file(sweep_file: Path, **options):
     from dfu_train.sweep.launch import plan_sweep
     from dfu_train.sweep.space import load_sweep
 
@@ -353,7 +354,7 @@ def _run_sweep_file(sweep_file: Path, **options) -> Path:
 @user_errors
 def sweep_resume(
     name: SweepName,
-    storage: Storage = Path("results"),
+    storage: Storage = "results",
     address: Address = None,
     progress: ProgressMode = "auto",
 ) -> None:
@@ -379,7 +380,7 @@ def sweep_promote(
     top: Annotated[int, typer.Option(help="how many of the best screened configs")] = 3,
     fold_seeds: Annotated[Optional[str], typer.Option(
         help="extra fold seeds, e.g. 1,2: repeated CV under other patient splits")] = None,
-    storage: Storage = Path("results"),
+    storage: Storage = "results",
     address: Address = None,
     progress: ProgressMode = "auto",
     mlflow: MlflowUri = None,
@@ -402,7 +403,7 @@ def sweep_promote(
 @user_errors
 def sweep_status(
     name: SweepName,
-    storage: Storage = Path("results"),
+    storage: Storage = "results",
     as_json: AsJson = False,
 ) -> None:
     """Trial counts (finished, running, pending, pruned, error) and the current best config."""
@@ -460,7 +461,7 @@ def sweep_schema(markdown: Annotated[bool, typer.Option(
 @user_errors
 def leaderboard_command(
     name: SweepName,
-    storage: Storage = Path("results"),
+    storage: Storage = "results",
     top: Annotated[Optional[int], typer.Option(min=1)] = None,
     by: str = "qwk_mean",
     where: Annotated[Optional[list[str]], typer.Option(help="FIELD=VALUE, repeatable")] = None,
@@ -524,7 +525,7 @@ def _write_frame(frame, fmt: str, out_file: Path | None, *, title: str = "") -> 
         typer.echo(text)
 
 
-def _print_board(sweep_dir: Path, *, top: int) -> None:
+def _print_board(sweep_dir, *, top: int) -> None:
     from dfu_train.sweep.leaderboard import build_leaderboard, query
 
     _board_table(query(build_leaderboard(sweep_dir), top=top, include_partial=True),
@@ -553,7 +554,7 @@ CacheName = Annotated[Optional[str], typer.Argument(
     help="an artifact kind (crops, forest, branch) or the start of a key; none = every entry")]
 
 
-def _cache_at(storage: Path, cache_dir: str | None):
+def _cache_at(storage: str, cache_dir: str | None):
     from dfu_train.cache import ArtifactCache
 
     from dfu_train.sweep.store import CACHE_DIR, storage_path
@@ -563,7 +564,7 @@ def _cache_at(storage: Path, cache_dir: str | None):
 
 @cache_app.command("ls")
 @user_errors
-def cache_ls(name: CacheName = None, storage: Storage = Path("results"),
+def cache_ls(name: CacheName = None, storage: Storage = "results",
              cache_dir: CacheRoot = None, as_json: AsJson = False) -> None:
     """List cached artifacts: kind, key, size, when made and what they are."""
     entries = _cache_at(storage, cache_dir).entries(name)
@@ -580,7 +581,7 @@ def cache_ls(name: CacheName = None, storage: Storage = Path("results"),
 
 @cache_app.command("du")
 @user_errors
-def cache_du(name: CacheName = None, storage: Storage = Path("results"),
+def cache_du(name: CacheName = None, storage: Storage = "results",
              cache_dir: CacheRoot = None, as_json: AsJson = False) -> None:
     """Disk use of the cache by artifact kind."""
     usage: dict[str, list[int]] = {}
@@ -601,7 +602,7 @@ def cache_du(name: CacheName = None, storage: Storage = Path("results"),
 @user_errors
 def cache_clear(
     name: Annotated[str, typer.Argument(help="an artifact kind, the start of a key, or 'all'")],
-    storage: Storage = Path("results"),
+    storage: Storage = "results",
     cache_dir: CacheRoot = None,
 ) -> None:
     """Remove cached artifacts; trials that need them compute them again."""
@@ -623,7 +624,7 @@ def report_command(
     name: SweepName,
     out_dir: Annotated[Path, typer.Option("--out", help="folder for index.html and the PNGs")] = (
         Path("report")),
-    storage: Storage = Path("results"),
+    storage: Storage = "results",
     top: Annotated[int, typer.Option(min=1, help="configs in the ranking plots")] = 10,
 ) -> None:
     """Plots and a self-contained index.html: top configs over folds, fusion vs metadata,
@@ -638,12 +639,15 @@ def report_command(
 
 @app.command("demo")
 @user_errors
-def demo(storage: Storage = Path("results")) -> None:
+def demo(storage: Storage = "results") -> None:
     """Synthetic cohort (if missing) + the smoke sweep on a local Ray + the leaderboard."""
     from dfu_train.data import schema
     from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
 
-    data_root = storage / "demo-data"
+    from dfu_train.location import Location
+
+    location = Location(storage)
+    data_root = location.local_path / "demo-data" if location.is_local else DEMO_DATA
     if not (data_root / schema.METADATA_CSV).is_file():
         err.print(f"writing the synthetic demo cohort to {data_root} ...")
         write_synthetic_cohort(data_root, SynthSpec(patients=120, seed=0))

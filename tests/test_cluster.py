@@ -92,17 +92,6 @@ def test_train_trial_drivers_can_be_placed_by_a_custom_resource():
     assert max_concurrent_trials(spec, {"CPU": 4, "driver": 1}) == 4  # no driver CPU share
 
 
-def test_storage_takes_folders_and_file_uris_and_refuses_buckets_with_advice(tmp_path):
-    from dfu_train.errors import ConfigError
-
-    assert store.storage_path(tmp_path.as_uri()) == tmp_path
-    assert store.storage_path(str(tmp_path)) == tmp_path
-    assert store.storage_path((tmp_path / "a b").as_uri()) == tmp_path / "a b"
-    assert store.storage_path(str(Path((tmp_path / "c").as_uri()))) == tmp_path / "c"  # typer
-    with pytest.raises(ConfigError, match="mount the bucket"):
-        store.storage_path("s3://bucket/results")
-
-
 def test_fractional_gpus_put_several_trials_on_one_gpu():
     spec = parse_sweep({**_spec("shared", 1), "resources": {
         "cpus_per_trial": 1, "gpus_per_trial": 0.5, "use_train": True}})

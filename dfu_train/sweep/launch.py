@@ -28,6 +28,7 @@ from dfu_train.data.check import check_images
 from dfu_train.data.cohort import Cohort, load_cohort
 from dfu_train.data.folds import check_fold_count
 from dfu_train.errors import ConfigError, DataError
+from dfu_train.location import Location
 from dfu_train.sweep import store
 from dfu_train.sweep.reservations import ReleaseOrphanedReservations
 from dfu_train.sweep.space import SweepSpec, expand_configs, longest_values, search_domains
@@ -37,13 +38,14 @@ from dfu_train.training.stages import schedule_length
 DRIVER_CPUS = 0.25  # the Tune driver only waits on its TorchTrainer
 DRIVER_SHARE = 0.01  # of a custom driver resource: 100 trial drivers per unit on the head
 DEFAULT_DATA_ROOT = "results/demo-data"
+BUCKET_SYNC_S = 15  # seconds between uploads of Tune's experiment state to the storage
 
 
 @dataclass(frozen=True)
 class SweepPlan:
     spec: SweepSpec
     name: str
-    sweep_dir: Path
+    sweep_dir: Location
     data_root: Path
     cohort: Cohort
     configs: tuple[tuple[TrialConfig, dict[str, Any]], ...]
@@ -88,7 +90,7 @@ class SweepPlan:
 
 
 def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
-               storage: str | Path = "results", name: str | None = None,
+               storage: str | Path | Location = "results", name: str | None = None,
                source: str = "sweep") -> SweepPlan:
     """Validate everything a sweep needs; raise ConfigError/DataError before any work starts."""
     name = name or spec.name
@@ -116,12 +118,12 @@ def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
                           f"{root} has only {', '.join(cohort.modalities)}")
     check_images(cohort, requested)
     storage = store.storage_path(storage)
-    sweep_dir = storage.resolve() / name
+    sweep_dir = storage / name
     _check_writable(storage)
     return SweepPlan(spec, name, sweep_dir, root.resolve(), cohort, configs)
 
 
-def plan_promotion(sweep_dir: Path, *, top: int, fold_seeds: tuple[int, ...] = ()) -> SweepPlan:
+def plan_promotion(sweep_dir: Location, *, top: int, fold_seeds: tuple[int, ...] = ()) -> SweepPlan:
     """The top `top` configs of a (screening) sweep on every fold, under the sweep's fold seed
     and each of `fold_seeds`: trials of a new Tune experiment in the same sweep folder. Folds
     already recorded are not run again; the same promotion run twice continues the first."""
@@ -162,14 +164,14 @@ def plan_promotion(sweep_dir: Path, *, top: int, fold_seeds: tuple[int, ...] = (
     return plan
 
 
-def _check_writable(storage: Path) -> None:
+def _check_writable(storage: Location) -> None:
     try:
-        storage.mkdir(parents=True, exist_ok=True)
+        storage.mkdir()
         probe = storage / f".write-probe-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
+        probe.write_bytes(b"ok")
+        probe.delete()
     except OSError as exc:
-        raise ConfigError(f"storage {storage} is not writable ({exc.strerror})") from None
+        raise ConfigError(f"storage {storage} is not writable ({exc.strerror or exc})") from None
 
 
 def write_manifest(plan: SweepPlan) -> None:
@@ -242,7 +244,7 @@ def create_trackers(name: str, *, mlflow: str | None = None,
 
 def run_sweep(plan: SweepPlan, *, address: str | None = None,
               on_event: Callable[[str], None] = print, trial_lines: bool = True,
-              trackers: list | tuple = ()) -> Path:
+              trackers: list | tuple = ()) -> Location:
     """Run (or continue) the planned sweep; returns the sweep folder. `trial_lines` prints one
     line on stderr per ended trial (off when a live view or a script reads the progress);
     `trackers` are extra Tune callbacks (`create_trackers`). A continued sweep keeps the
@@ -287,6 +289,9 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                     name=plan.experiment, storage_path=str(plan.sweep_dir), verbose=0,
                     failure_config=tune.FailureConfig(max_failures=plan.spec.resources.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    # Trial states reach a bucket every 5 minutes by default; status and
+                    # progress read from a laptop should not lag that far.
+                    sync_config=tune.SyncConfig(sync_period=BUCKET_SYNC_S),
                     callbacks=[*([_EventPrinter()] if trial_lines else []),
                                ReleaseOrphanedReservations(), *trackers]),
             )

@@ -7,12 +7,12 @@ A config with missing folds is marked partial and never ranked as if complete.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import pandas as pd
 from scipy.stats import ttest_rel
 
 from dfu_train.errors import ConfigError, did_you_mean
+from dfu_train.location import Location
 from dfu_train.sweep import store
 
 COLUMNS = ("config_id", "params", "folds_done", "folds_total", "complete", "qwk_mean", "qwk_std",
@@ -24,7 +24,7 @@ TRIAL_COLUMNS = ("config_id", "fold_seed", "fold", "qwk", "meta_qwk", "trial_id"
                  "wall_s", "startup_s", "compute_s", "reused", "computed")
 
 
-def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
+def build_leaderboard(sweep_dir: Location) -> pd.DataFrame:
     """One row per planned config, best first (complete configs before partial ones)."""
     manifest = store.read_manifest(sweep_dir)
     plan = store.planned_folds(manifest)
@@ -75,7 +75,7 @@ def build_leaderboard(sweep_dir: Path) -> pd.DataFrame:
                              na_position="last", kind="stable").reset_index(drop=True)
 
 
-def trial_table(sweep_dir: Path) -> pd.DataFrame:
+def trial_table(sweep_dir: Location) -> pd.DataFrame:
     """One row per recorded fold: where and how long it ran, and which artifacts it took from
     the cache (`reused`) or made (`computed`)."""
     rows = []

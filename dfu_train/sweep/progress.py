@@ -9,14 +9,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+from dfu_train.location import Location
 from dfu_train.sweep import store
 
 STATUSES = ("running", "pending", "finished", "pruned", "error")
 
 
-def snapshot(sweep_dir: Path, *, experiment: str, planned: int, started: float) -> dict:
+def snapshot(sweep_dir: Location, *, experiment: str, planned: int, started: float) -> dict:
     """Trial counts of one experiment, the best config so far and the time left, estimated from
     the pace of the trials that ended."""
     records = store.read_fold_results(sweep_dir)
@@ -49,7 +49,7 @@ def _best(records: list[dict]) -> tuple[str | None, float | None]:
 class ProgressWatcher(threading.Thread):
     """Calls `show(snapshot)` every `interval` seconds, and once more when stopped."""
 
-    def __init__(self, sweep_dir: Path, *, experiment: str, planned: int,
+    def __init__(self, sweep_dir: Location, *, experiment: str, planned: int,
                  show: Callable[[dict], None], interval: float = 2.0):
         super().__init__(daemon=True)
         self.sweep_dir, self.experiment, self.planned = sweep_dir, experiment, planned

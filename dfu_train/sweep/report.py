@@ -26,6 +26,7 @@ from sklearn.metrics import confusion_matrix, f1_score  # noqa: E402
 
 from dfu_train.data.schema import CLASS_NAMES  # noqa: E402
 from dfu_train.errors import ConfigError  # noqa: E402
+from dfu_train.location import Location  # noqa: E402
 from dfu_train.sweep import store  # noqa: E402
 from dfu_train.sweep.leaderboard import build_leaderboard, query  # noqa: E402
 
@@ -44,7 +45,7 @@ class Figure:
     caption: str
 
 
-def write_report(sweep_dir: Path, out_dir: Path, *, top: int = 10) -> list[Figure]:
+def write_report(sweep_dir: Location, out_dir: Path, *, top: int = 10) -> list[Figure]:
     """Render every plot and `index.html` into `out_dir`; returns the figures written."""
     board = build_leaderboard(sweep_dir)
     ranked = query(board, top=None, include_partial=True)
@@ -128,13 +129,13 @@ def _limits(ax) -> tuple[float, float]:
     return min(x0, y0), max(x1, y1)
 
 
-def trial_curves(sweep_dir: Path) -> list[dict]:
+def trial_curves(sweep_dir: Location) -> list[dict]:
     """Every Tune trial's reports: {trial_id, config_id, fold, status, points: [(progress,
     val_qwk, stage)]}, from the trial folders' `result.json` (unreadable lines skipped)."""
     status = {t["trial_id"]: t["status"] for t in store.read_trial_states(sweep_dir)}
     curves = []
-    for tune_dir in [sweep_dir / store.TUNE_DIR, *sorted(sweep_dir.glob(f"{store.PROMOTE_PREFIX}*"))]:
-        for params_file in sorted(tune_dir.glob("*/params.json")):
+    for tune_dir in store.experiment_dirs(sweep_dir):
+        for params_file in tune_dir.glob("*/params.json"):
             try:
                 params = json.loads(params_file.read_text(encoding="utf-8"))
                 config, _ = store.trial_of(params)
@@ -157,7 +158,7 @@ def trial_curves(sweep_dir: Path) -> list[dict]:
     return curves
 
 
-def _learning_curves(sweep_dir: Path, best: pd.DataFrame, out_dir: Path) -> Figure:
+def _learning_curves(sweep_dir: Location, best: pd.DataFrame, out_dir: Path) -> Figure:
     curves = trial_curves(sweep_dir)
     order = {cid: i for i, cid in enumerate(best["config_id"])}
     shown = [c for c in curves if c["config_id"] in order]

@@ -6,20 +6,20 @@
   tune/                        Ray Tune's experiment (trial params.json / result.json)
   train/train-<trial_id>/      Ray Train runs and checkpoints
 <storage>/cache/               artifacts every sweep under the storage shares (`dfu_train.cache`)
+
+The storage is a folder or a bucket URI (`dfu_train.location`); every file here is written whole.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
-from dfu_train.atomic import write_atomic
 from dfu_train.config import TrialConfig
 from dfu_train.errors import ConfigError, DataError
+from dfu_train.location import Location
 
 MANIFEST = "sweep.json"
 FOLD_RESULTS = "fold_results"
@@ -29,35 +29,26 @@ TRAIN_DIR = "train"
 CACHE_DIR = "cache"  # under the storage folder, beside the sweeps
 
 
-def storage_path(storage: str | Path) -> Path:
-    """The storage folder from a path or a `file://` URI. Bucket URIs are refused with what to do
-    instead: fold records and Tune state are written with local file operations."""
-    text = str(storage)
-    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*):", text)
-    if match is None or len(match.group(1)) == 1:  # a plain path (or a Windows drive letter)
-        return Path(text)
-    if match.group(1).lower() == "file":
-        return Path(unquote(urlparse(text).path))
-    raise ConfigError(f"storage {text!r}: only folders and file:// URIs hold sweeps; mount the "
-                      "bucket (s3fs, gcsfuse, EFS, Filestore) and pass its path. The artifact "
-                      "cache itself may be a bucket (cache.root: s3://... or gs://...)")
+def storage_path(storage: str | Path | Location) -> Location:
+    """The storage from a folder, a `file://` URI or a bucket URI (`s3://`, `gs://`)."""
+    return Location(storage)
 
 
-def resolve_sweep(name_or_path: str | Path, *, storage: str | Path = "results") -> Path:
-    """A sweep folder from a path or a name under `storage`; a clear error if there is none."""
+def resolve_sweep(name_or_path: str | Path | Location, *,
+                  storage: str | Path | Location = "results") -> Location:
+    """A sweep folder from a path or URI, or a name under `storage`; a clear error if none."""
     storage = storage_path(storage)
-    direct = Path(name_or_path)
-    for candidate in (direct, Path(storage) / str(name_or_path)):
+    for candidate in (Location(name_or_path), storage / str(name_or_path)):
         if (candidate / MANIFEST).is_file():
-            return candidate.resolve()
-    known = sorted(p.parent.name for p in Path(storage).glob(f"*/{MANIFEST}"))
+            return candidate
+    known = sorted(p.parent.name for p in storage.glob(f"*/{MANIFEST}"))
     hint = f"; sweeps under {storage}/: {', '.join(known)}" if known else ""
     raise ConfigError(f"no sweep {str(name_or_path)!r} (no {MANIFEST} there){hint}")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """JSON written atomically: readers never see half a file (`write_atomic`)."""
-    write_atomic(path, json.dumps(_finite(data), indent=1, sort_keys=True).encode("utf-8"))
+def write_json_atomic(path: Location, data: Any) -> None:
+    """JSON written whole: readers never see half a file (`Location.write_bytes`)."""
+    Location(path).write_bytes(json.dumps(_finite(data), indent=1, sort_keys=True).encode("utf-8"))
 
 
 def _finite(value: Any) -> Any:
@@ -71,7 +62,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def read_manifest(sweep_dir: Path) -> dict:
+def read_manifest(sweep_dir: Location) -> dict:
     try:
         return json.loads((sweep_dir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -89,18 +80,18 @@ def trial_of(tune_config: dict) -> tuple[TrialConfig, dict]:
     return base.override(params), params
 
 
-def fold_result_path(sweep_dir: Path, config_id: str, fold_seed: int, fold: int) -> Path:
+def fold_result_path(sweep_dir: Location, config_id: str, fold_seed: int, fold: int) -> Location:
     return sweep_dir / FOLD_RESULTS / f"{config_id}-s{fold_seed}-f{fold}.json"
 
 
-def write_fold_result(sweep_dir: Path, record: dict) -> Path:
+def write_fold_result(sweep_dir: Location, record: dict) -> Location:
     """Record one finished fold (a FoldResult dict plus trial facts) under its unique key."""
     path = fold_result_path(sweep_dir, record["config_id"], record["fold_seed"], record["fold"])
     write_json_atomic(path, record)
     return path
 
 
-def read_fold_result(sweep_dir: Path, config_id: str, fold_seed: int, fold: int) -> dict | None:
+def read_fold_result(sweep_dir: Location, config_id: str, fold_seed: int, fold: int) -> dict | None:
     path = fold_result_path(sweep_dir, config_id, fold_seed, fold)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -108,7 +99,7 @@ def read_fold_result(sweep_dir: Path, config_id: str, fold_seed: int, fold: int)
         return None
 
 
-def read_trial_states(sweep_dir: Path, records: list[dict] | None = None, *,
+def read_trial_states(sweep_dir: Location, records: list[dict] | None = None, *,
                       experiment: str | None = None) -> list[dict]:
     """Each Tune trial as {trial_id, config_id, fold, fold_seed, status, error}.
 
@@ -122,11 +113,15 @@ def read_trial_states(sweep_dir: Path, records: list[dict] | None = None, *,
         records = read_fold_results(sweep_dir)
     finished = {(r["config_id"], r["fold_seed"], r["fold"]) for r in records}
     trials = []
-    experiments = [sweep_dir / TUNE_DIR, *sorted(sweep_dir.glob(f"{PROMOTE_PREFIX}*"))]
-    for tune_dir in experiments:
+    for tune_dir in experiment_dirs(sweep_dir):
         if experiment is None or tune_dir.name == experiment:
             trials += _experiment_trials(tune_dir, finished)
     return trials
+
+
+def experiment_dirs(sweep_dir: Location) -> list[Location]:
+    """The sweep's Tune experiments: the sweep's own, then each promotion's."""
+    return [sweep_dir / TUNE_DIR, *sweep_dir.glob(f"{PROMOTE_PREFIX}*")]
 
 
 def planned_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
@@ -142,8 +137,8 @@ def planned_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
     return plan
 
 
-def _experiment_trials(tune_dir: Path, finished: set) -> list[dict]:
-    states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+def _experiment_trials(tune_dir: Location, finished: set) -> list[dict]:
+    states = sorted(tune_dir.glob("experiment_state-*.json"), key=Location.mtime)
     if not states:
         return []
     try:
@@ -177,7 +172,7 @@ _STATUS = {"TERMINATED": "finished", "ERROR": "error", "RUNNING": "running",
            "PENDING": "pending", "PAUSED": "pending"}
 
 
-def _last_line(path: Path) -> str | None:
+def _last_line(path: Location) -> str | None:
     try:
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except OSError:
@@ -185,10 +180,10 @@ def _last_line(path: Path) -> str | None:
     return lines[-1].strip()[:300] if lines else None
 
 
-def read_fold_results(sweep_dir: Path) -> list[dict]:
+def read_fold_results(sweep_dir: Location) -> list[dict]:
     """Every readable fold record, in file-name order; temporary files are skipped."""
     records = []
-    for path in sorted((sweep_dir / FOLD_RESULTS).glob("*.json")):
+    for path in (sweep_dir / FOLD_RESULTS).glob("*.json"):
         try:
             records.append(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError):

@@ -22,6 +22,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from dfu_train.cache import ArtifactCache
 from dfu_train.config import TrialConfig
 from dfu_train.data.cohort import load_cohort
+from dfu_train.location import Location
 from dfu_train.sweep import store
 from dfu_train.training.fold import run_fold
 from dfu_train.training.stages import FoldCheckpoint
@@ -35,7 +36,7 @@ POLL_ENV, POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.05"
 
 def _recorded(tune_config: dict) -> dict | None:
     config, _ = store.trial_of(tune_config)
-    return store.read_fold_result(Path(tune_config["settings"]["sweep_dir"]), config.config_id,
+    return store.read_fold_result(Location(tune_config["settings"]["sweep_dir"]), config.config_id,
                                   config.cv.seed, tune_config["fold"])
 
 
@@ -66,7 +67,7 @@ def fold_trainable(tune_config: dict) -> None:
         # The run name must stay a pure function of the trial id: restore finds runs by name.
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",
-            storage_path=str(Path(settings["sweep_dir"]) / store.TRAIN_DIR),
+            storage_path=str(Location(settings["sweep_dir"]) / store.TRAIN_DIR),
             failure_config=ray.train.FailureConfig(max_failures=settings["max_failures"]),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=[TuneReportCallback()]),
@@ -112,7 +113,7 @@ def _run_and_record(tune_config: dict, *, trial_id: str, trial_started: float, r
 
     worker_started = time.time()
     settings = tune_config["settings"]
-    sweep_dir = Path(settings["sweep_dir"])
+    sweep_dir = Location(settings["sweep_dir"])
     cpus = max(1, int(settings["cpus_per_trial"]))
     torch.set_num_threads(cpus)  # no oversubscription: torch and the forest use what was reserved
     config, params = store.trial_of(tune_config)
