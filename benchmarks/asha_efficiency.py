@@ -19,6 +19,7 @@ from pathlib import Path
 import ray
 
 from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
+from dfu_train.sweep.local_ray import start_local_ray
 from dfu_train.sweep import store
 from dfu_train.sweep.launch import plan_sweep, run_sweep
 from dfu_train.sweep.leaderboard import build_leaderboard
@@ -62,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_cohort(Path(tmp) / "cohort", SynthSpec(patients=args.patients))
-        ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
+        start_local_ray(os.cpu_count() or 2, log_to_driver=False)
         try:
             boards, spent, seconds = {}, {}, {}
             for asha in (False, True):

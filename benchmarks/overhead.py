@@ -24,6 +24,7 @@ import psutil
 import ray
 
 from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
+from dfu_train.sweep.local_ray import start_local_ray
 from dfu_train.sweep import store
 from dfu_train.sweep.launch import plan_sweep, run_sweep
 from dfu_train.sweep.space import parse_sweep
@@ -70,8 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_cohort(Path(tmp) / "cohort", SynthSpec(patients=args.patients))
         cores = os.cpu_count() or 2  # a Train trial's driver holds a quarter CPU beside its worker
-        ray.init(num_cpus=cores + (1 if args.train else 0), include_dashboard=False,
-                 log_to_driver=False)
+        start_local_ray(cores + (1 if args.train else 0), log_to_driver=False)
         sampler = CpuSampler()
         try:
             plan = plan_sweep(parse_sweep(sweep_file(args)), data_root=root, storage=Path(tmp))

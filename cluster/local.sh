@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A Ray "cluster" on this machine: a head and N worker nodes on loopback, token-authenticated,
-# no dashboard. It prints the address to pass as --address, and how to stop exactly these
+# A Ray "cluster" on this machine: a head and N worker nodes listening on 127.0.0.1 only,
+# token-authenticated, no dashboard. It prints the address to pass as --address, and how to stop exactly these
 # processes (by their process ids; never `ray stop`, which would stop every Ray on the machine).
 #
 #   cluster/local.sh [WORKERS=2] [CPUS_PER_WORKER=1]
@@ -27,10 +27,13 @@ token="$state/auth_token"
 chmod 600 "$token"
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$token"
 
-ray start --head --node-ip-address=127.0.0.1 --port="$port" --num-cpus=0 --temp-dir="$state/ray" \
-  --resources='{"driver": 1}' --include-dashboard=false --disable-usage-stats >"$state/head.log" 2>&1
+# Single-machine mode keeps the head's address 127.0.0.1, so every server it starts listens on
+# loopback only; worker nodes join through a `ray start` that keeps that address too.
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 ray start --head --node-ip-address=127.0.0.1 --port="$port" \
+  --num-cpus=0 --temp-dir="$state/ray" --resources='{"driver": 1}' --include-dashboard=false \
+  --disable-usage-stats >"$state/head.log" 2>&1
 for i in $(seq 1 "$workers"); do
-  ray start --address="127.0.0.1:$port" --node-ip-address=127.0.0.1 --num-cpus="$cpus" \
+  python -m dfu_train.sweep.local_ray worker --address="127.0.0.1:$port" --num-cpus="$cpus" \
     --disable-usage-stats >"$state/worker-$i.log" 2>&1
 done
 sleep 2
@@ -40,4 +43,5 @@ mine=$(pgrep -d ' ' -f "$state/ray" || true)
 echo "$mine" > "$state/pids"
 echo "address: 127.0.0.1:$port  (head: no CPUs; $workers workers x $cpus CPU)"
 echo "use:     RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$token dfu sweep run FILE --address 127.0.0.1:$port"
+echo "         (other Ray clients also need RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 to reach 127.0.0.1)"
 echo "stop:    cluster/local.sh stop    # these processes and their children only: $mine"

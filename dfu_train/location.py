@@ -48,7 +48,8 @@ class Location:
         else:
             parts = urlsplit(text)
             if not parts.netloc:
-                raise ConfigError(f"{text!r}: a bucket URI needs a bucket ({parts.scheme}://BUCKET/...)")
+                raise ConfigError(f"{text!r}: a bucket URI needs a bucket "
+                                  f"({parts.scheme}://BUCKET/...)")
             self._prefix = f"{parts.scheme}://"
             self._query = f"?{parts.query}" if parts.query else ""
             self._path = f"{parts.netloc}{parts.path}".rstrip("/") or parts.netloc
@@ -98,6 +99,9 @@ class Location:
 
     def __hash__(self) -> int:
         return hash(str(self))
+
+    def __lt__(self, other: Location) -> bool:
+        return str(self) < str(other)
 
     def __reduce__(self):  # the filesystem object stays behind; the URI rebuilds it
         return Location, (str(self),)
@@ -160,6 +164,9 @@ class Location:
         else:
             self.filesystem.delete_file(self._path)
 
+    def write_text(self, text: str, encoding: str = "utf-8") -> None:
+        self.write_bytes(text.encode(encoding))
+
     def mkdir(self) -> None:
         if self.is_local:
             Path(self._path).mkdir(parents=True, exist_ok=True)
@@ -180,7 +187,8 @@ class Location:
         found = [self]
         for part in pattern.strip("/").split("/"):
             if any(ch in part for ch in "*?["):
-                found = [c for loc in found for c in loc.iterdir() if fnmatch.fnmatchcase(c.name, part)]
+                found = [child for loc in found for child in loc.iterdir()
+                         if fnmatch.fnmatchcase(child.name, part)]
             else:
                 found = [c for c in (loc / part for loc in found) if c.exists()]
         return sorted(found, key=str)

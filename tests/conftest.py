@@ -49,6 +49,8 @@ def local_ray():
     """A private local Ray for one test module, shut down afterwards (never `ray stop`)."""
     import ray
 
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    from dfu_train.sweep.local_ray import start_local_ray
+
+    start_local_ray(3, log_to_driver=False)
     yield ray
     ray.shutdown()

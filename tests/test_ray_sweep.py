@@ -38,12 +38,12 @@ def test_sweep_runs_torchtrainer_trials_and_resume_repeats_nothing(local_ray, tm
     assert board.iloc[0]["folds_done"] == 2 and bool(board.iloc[0]["complete"])
 
     results = sorted((sweep_dir / store.FOLD_RESULTS).glob("*.json"))
-    written = {p.name: p.stat().st_mtime_ns for p in results}
+    written = {p.name: p.local_path.stat().st_mtime_ns for p in results}
     runner = CliRunner()
     resumed = runner.invoke(app, ["sweep", "resume", "real", "--storage", str(tmp_path)])
     assert resumed.exit_code == 0, resumed.output
     assert "continuing the recorded sweep" in resumed.stderr
-    assert {p.name: p.stat().st_mtime_ns for p in results} == written  # nothing re-ran
+    assert {p.name: p.local_path.stat().st_mtime_ns for p in results} == written  # nothing re-ran
     status = runner.invoke(app, ["sweep", "status", "real", "--storage", str(tmp_path), "--json"])
     assert status.exit_code == 0, status.output
     payload = json.loads(status.stdout)

@@ -45,12 +45,47 @@ def test_no_source_evaluates_or_unpickles_untrusted_input():
     assert not problems, problems
 
 
-def test_a_local_ray_started_by_the_project_has_no_dashboard():
+def test_the_project_starts_a_local_ray_only_through_start_local_ray():
+    local_ray = ROOT / "dfu_train" / "sweep" / "local_ray.py"
     for path in SOURCES:
         for call, name in _calls(path):
             if name == "ray.init" and _keyword(call, "address") is None:
-                assert _keyword(call, "include_dashboard") == "False", (
-                    f"{path.relative_to(ROOT)}:{call.lineno}")
+                assert path == local_ray, f"{path.relative_to(ROOT)}:{call.lineno}"
+                assert _keyword(call, "include_dashboard") == "False"
+
+
+LISTENERS = """
+import json, psutil, ray
+from dfu_train.sweep.local_ray import start_local_ray
+start_local_ray(1, log_to_driver=False)
+ray.get(ray.remote(lambda: 1).remote())  # a worker process is up too
+found = []
+for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+    for conn in process.net_connections("inet"):
+        if conn.status == psutil.CONN_LISTEN:
+            found.append([process.name(), conn.laddr.ip, conn.laddr.port])
+print(json.dumps({"node_ip": ray.util.get_node_ip_address(), "listening": found}))
+ray.shutdown()
+"""
+
+
+def test_a_local_ray_listens_on_loopback_only():
+    """Every server of a local Ray (GCS, raylet, workers, agents) is bound to 127.0.0.1: no
+    other machine can connect to it, token or not."""
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", LISTENERS], capture_output=True, text=True,
+                         timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found["node_ip"] == "127.0.0.1"
+    names = {name for name, _, _ in found["listening"]}
+    assert {"gcs_server", "raylet"} <= names, names
+    exposed = [entry for entry in found["listening"]
+               if entry[1] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
+    assert not exposed, exposed
 
 
 class _Trap:

@@ -229,7 +229,7 @@ def test_promote_runs_the_screened_best_on_all_folds_and_extra_seeds(local_ray, 
     screened = build_leaderboard(sweep_dir)
     best = screened.iloc[0]["config_id"]
     screen_file = store.fold_result_path(sweep_dir, best, 42, 0)
-    written = screen_file.stat().st_mtime_ns
+    written = screen_file.local_path.stat().st_mtime_ns
     runner = CliRunner()
     result = runner.invoke(app, ["sweep", "promote", "screen", "--top", "1", "--fold-seeds", "7",
                                  "--storage", str(tmp_path)])
@@ -238,7 +238,7 @@ def test_promote_runs_the_screened_best_on_all_folds_and_extra_seeds(local_ray, 
     row = board[board["config_id"] == best].iloc[0]
     assert row["folds_total"] == 6 and row["folds_done"] == 6 and row["complete"]
     assert set(row["qwk_by_fold"]) == {f"{s}/{f}" for s in (42, 7) for f in range(3)}
-    assert screen_file.stat().st_mtime_ns == written  # the screening fold was not re-run
+    assert screen_file.local_path.stat().st_mtime_ns == written  # the screening fold was not re-run
     others = board[board["config_id"] != best]
     assert (others["folds_total"] == 1).all()  # the rest keep their screening plan
     status = runner.invoke(app, ["sweep", "status", "screen", "--storage", str(tmp_path), "--json"])

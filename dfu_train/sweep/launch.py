@@ -30,6 +30,7 @@ from dfu_train.data.folds import check_fold_count
 from dfu_train.errors import ConfigError, DataError
 from dfu_train.location import Location
 from dfu_train.sweep import store
+from dfu_train.sweep.local_ray import connect_ray, start_local_ray
 from dfu_train.sweep.reservations import ReleaseOrphanedReservations
 from dfu_train.sweep.space import SweepSpec, expand_configs, longest_values, search_domains
 from dfu_train.sweep.trainable import fold_trainable, inline_fold_trainable
@@ -254,11 +255,10 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
     started_ray = not ray.is_initialized()
     if started_ray:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            connect_ray(address, log_to_driver=False)
         else:
             cpus = os.cpu_count() or 1
-            ray.init(num_cpus=cpus + math.ceil(DRIVER_CPUS * cpus), include_dashboard=False,
-                     log_to_driver=False)
+            start_local_ray(cpus + math.ceil(DRIVER_CPUS * cpus), log_to_driver=False)
     try:
         concurrency = max_concurrent_trials(plan.spec, ray.cluster_resources())
         on_event(f"sweep {plan.name}: {plan.n_configs} configs x {len(plan.folds)} folds = "

@@ -62,7 +62,8 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def read_manifest(sweep_dir: Location) -> dict:
+def read_manifest(sweep_dir: Location | Path) -> dict:
+    sweep_dir = Location(sweep_dir)
     try:
         return json.loads((sweep_dir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -80,18 +81,20 @@ def trial_of(tune_config: dict) -> tuple[TrialConfig, dict]:
     return base.override(params), params
 
 
-def fold_result_path(sweep_dir: Location, config_id: str, fold_seed: int, fold: int) -> Location:
-    return sweep_dir / FOLD_RESULTS / f"{config_id}-s{fold_seed}-f{fold}.json"
+def fold_result_path(sweep_dir: Location | Path, config_id: str, fold_seed: int,
+                     fold: int) -> Location:
+    return Location(sweep_dir) / FOLD_RESULTS / f"{config_id}-s{fold_seed}-f{fold}.json"
 
 
-def write_fold_result(sweep_dir: Location, record: dict) -> Location:
+def write_fold_result(sweep_dir: Location | Path, record: dict) -> Location:
     """Record one finished fold (a FoldResult dict plus trial facts) under its unique key."""
     path = fold_result_path(sweep_dir, record["config_id"], record["fold_seed"], record["fold"])
     write_json_atomic(path, record)
     return path
 
 
-def read_fold_result(sweep_dir: Location, config_id: str, fold_seed: int, fold: int) -> dict | None:
+def read_fold_result(sweep_dir: Location | Path, config_id: str, fold_seed: int,
+                     fold: int) -> dict | None:
     path = fold_result_path(sweep_dir, config_id, fold_seed, fold)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -99,7 +102,7 @@ def read_fold_result(sweep_dir: Location, config_id: str, fold_seed: int, fold: 
         return None
 
 
-def read_trial_states(sweep_dir: Location, records: list[dict] | None = None, *,
+def read_trial_states(sweep_dir: Location | Path, records: list[dict] | None = None, *,
                       experiment: str | None = None) -> list[dict]:
     """Each Tune trial as {trial_id, config_id, fold, fold_seed, status, error}.
 
@@ -109,6 +112,7 @@ def read_trial_states(sweep_dir: Location, records: list[dict] | None = None, *,
     `records` are the fold records when the caller has read them already; `experiment` limits
     the trials to one Tune experiment (`tune`, or a `promote-*` folder).
     """
+    sweep_dir = Location(sweep_dir)
     if records is None:
         records = read_fold_results(sweep_dir)
     finished = {(r["config_id"], r["fold_seed"], r["fold"]) for r in records}
@@ -119,8 +123,9 @@ def read_trial_states(sweep_dir: Location, records: list[dict] | None = None, *,
     return trials
 
 
-def experiment_dirs(sweep_dir: Location) -> list[Location]:
+def experiment_dirs(sweep_dir: Location | Path) -> list[Location]:
     """The sweep's Tune experiments: the sweep's own, then each promotion's."""
+    sweep_dir = Location(sweep_dir)
     return [sweep_dir / TUNE_DIR, *sweep_dir.glob(f"{PROMOTE_PREFIX}*")]
 
 
@@ -180,8 +185,9 @@ def _last_line(path: Location) -> str | None:
     return lines[-1].strip()[:300] if lines else None
 
 
-def read_fold_results(sweep_dir: Location) -> list[dict]:
+def read_fold_results(sweep_dir: Location | Path) -> list[dict]:
     """Every readable fold record, in file-name order; temporary files are skipped."""
+    sweep_dir = Location(sweep_dir)
     records = []
     for path in (sweep_dir / FOLD_RESULTS).glob("*.json"):
         try:
