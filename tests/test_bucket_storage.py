@@ -16,12 +16,12 @@ import sys
 
 import pytest
 import yaml
+from moto import server as moto_server
 
 from dfu_train.errors import ConfigError
 from dfu_train.location import Location
 from dfu_train.sweep import store
 
-moto_server = pytest.importorskip("moto.server")
 BUCKET = "dfu-sweeps"
 
 
