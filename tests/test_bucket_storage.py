@@ -19,7 +19,7 @@ import yaml
 from moto import server as moto_server
 
 from dfu_train.errors import ConfigError
-from dfu_train.location import Location
+from dfu_train.location import Location, read_all
 from dfu_train.sweep import store
 
 BUCKET = "dfu-sweeps"
@@ -77,6 +77,14 @@ def test_a_location_reads_writes_and_lists_alike_on_a_folder_and_a_bucket(folder
         (folder / "absent.json").read_text()
     (folder / "sweep.json").delete()
     assert not (folder / "sweep.json").exists()
+
+
+def test_read_all_returns_each_file_in_order_and_none_where_unreadable(folder):
+    names = [f"{i:03d}.json" for i in range(40)]
+    for name in names:
+        (folder / name).write_text(name)
+    bodies = read_all([folder / "absent", *(folder / name for name in names)])
+    assert bodies[0] is None and [b.decode() for b in bodies[1:]] == names
 
 
 def test_storage_takes_folders_file_uris_and_bucket_uris(tmp_path):
@@ -143,6 +151,11 @@ def test_a_sweep_runs_resumes_and_is_ranked_on_a_bucket(s3_env, tmp_path, synthe
     status = _dfu("sweep", "status", "on-bucket", "--storage", storage, "--json", cwd=tmp_path)
     assert status.returncode == 0, status.stderr[-2000:]
     assert json.loads(status.stdout)["trials"].get("finished") == 4
+
+    report = _dfu("report", "on-bucket", "--storage", storage, "--out", "report", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (tmp_path / "report" / "index.html").is_file()
+    assert len(list((tmp_path / "report").glob("*.png"))) == 6
 
     cached = _dfu("cache", "ls", "forest", "--storage", storage, cwd=tmp_path)
     assert cached.returncode == 0 and cached.stdout.count("forest") >= 4  # 2 configs x 2 folds

@@ -26,7 +26,7 @@ from sklearn.metrics import confusion_matrix, f1_score  # noqa: E402
 
 from dfu_train.data.schema import CLASS_NAMES  # noqa: E402
 from dfu_train.errors import ConfigError  # noqa: E402
-from dfu_train.location import Location  # noqa: E402
+from dfu_train.location import Location, read_all  # noqa: E402
 from dfu_train.sweep import store  # noqa: E402
 from dfu_train.sweep.leaderboard import build_leaderboard, query  # noqa: E402
 
@@ -134,27 +134,29 @@ def trial_curves(sweep_dir: Location) -> list[dict]:
     val_qwk, stage)]}, from the trial folders' `result.json` (unreadable lines skipped)."""
     status = {t["trial_id"]: t["status"] for t in store.read_trial_states(sweep_dir)}
     curves = []
-    for tune_dir in store.experiment_dirs(sweep_dir):
-        for params_file in tune_dir.glob("*/params.json"):
+    params_files = [f for tune_dir in store.experiment_dirs(sweep_dir)
+                    for f in tune_dir.glob("*/params.json")]
+    bodies = read_all([*params_files, *(f.parent / "result.json" for f in params_files)])
+    for params_body, result_body in zip(bodies[:len(params_files)], bodies[len(params_files):]):
+        try:
+            params = json.loads(params_body)
+            config, _ = store.trial_of(params)
+            lines = result_body.decode("utf-8")
+        except (AttributeError, TypeError, ValueError, KeyError, ConfigError):
+            continue
+        points, trial_id = [], None
+        for line in lines.splitlines():
             try:
-                params = json.loads(params_file.read_text(encoding="utf-8"))
-                config, _ = store.trial_of(params)
-                lines = (params_file.parent / "result.json").read_text(encoding="utf-8")
-            except (OSError, ValueError, KeyError, ConfigError):
+                result = json.loads(line)
+            except ValueError:
                 continue
-            points, trial_id = [], None
-            for line in lines.splitlines():
-                try:
-                    result = json.loads(line)
-                except ValueError:
-                    continue
-                trial_id = result.get("trial_id", trial_id)
-                if result.get("progress") is not None and result.get("val_qwk") is not None:
-                    points.append((result["progress"], result["val_qwk"], result.get("stage")))
-            if points:
-                curves.append({"trial_id": trial_id, "config_id": config.config_id,
-                               "fold": params["fold"], "status": status.get(trial_id, "finished"),
-                               "points": points})
+            trial_id = result.get("trial_id", trial_id)
+            if result.get("progress") is not None and result.get("val_qwk") is not None:
+                points.append((result["progress"], result["val_qwk"], result.get("stage")))
+        if points:
+            curves.append({"trial_id": trial_id, "config_id": config.config_id,
+                           "fold": params["fold"], "status": status.get(trial_id, "finished"),
+                           "points": points})
     return curves
 
 

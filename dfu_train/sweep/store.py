@@ -19,7 +19,7 @@ from typing import Any
 
 from dfu_train.config import TrialConfig
 from dfu_train.errors import ConfigError, DataError
-from dfu_train.location import Location
+from dfu_train.location import Location, read_all
 
 MANIFEST = "sweep.json"
 FOLD_RESULTS = "fold_results"
@@ -150,13 +150,20 @@ def _experiment_trials(tune_dir: Location, finished: set) -> list[dict]:
         trial_data = json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]
     except (OSError, json.JSONDecodeError, KeyError):
         return []
-    trials = []
+    entries = []
     for entry in trial_data:
         try:
-            trial, runtime = json.loads(entry[0]), json.loads(entry[1])
-            params = json.loads((tune_dir / trial["relative_logdir"] / "params.json").read_text())
+            entries.append((json.loads(entry[0]), json.loads(entry[1])))
+        except (json.JSONDecodeError, IndexError, TypeError):
+            continue
+    entries = [(trial, runtime) for trial, runtime in entries if "relative_logdir" in trial]
+    params_files = read_all([tune_dir / t["relative_logdir"] / "params.json" for t, _ in entries])
+    trials = []
+    for (trial, runtime), params_file in zip(entries, params_files):
+        try:
+            params = json.loads(params_file)
             config, _ = trial_of(params)
-        except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError, ConfigError):
+        except (json.JSONDecodeError, KeyError, TypeError, ConfigError):
             continue
         key = (config.config_id, config.cv.seed, params["fold"])
         status = _STATUS.get(trial.get("status"), "pending")
@@ -189,9 +196,9 @@ def read_fold_results(sweep_dir: Location | Path) -> list[dict]:
     """Every readable fold record, in file-name order; temporary files are skipped."""
     sweep_dir = Location(sweep_dir)
     records = []
-    for path in (sweep_dir / FOLD_RESULTS).glob("*.json"):
+    for body in read_all((sweep_dir / FOLD_RESULTS).glob("*.json")):
         try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError):
+            records.append(json.loads(body))
+        except (json.JSONDecodeError, TypeError):  # unreadable (None) or half written
             continue
     return records
