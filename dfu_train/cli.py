@@ -643,7 +643,6 @@ def demo(storage: Storage = "results") -> None:
     """Synthetic cohort (if missing) + the smoke sweep on a local Ray + the leaderboard."""
     from dfu_train.data import schema
     from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
-
     from dfu_train.location import Location
 
     location = Location(storage)

@@ -29,7 +29,8 @@ class Location:
 
     A local location is an absolute path and behaves exactly as `pathlib.Path`; a bucket location
     keeps its URI (`str()` gives it back, for Ray's `storage_path`). Locations made from one
-    another with `/` and `parent` share one filesystem object (one credential lookup)."""
+    another with `/` and `parent` share one filesystem object, made on first use (for a bucket
+    that is a request to find its region)."""
 
     __slots__ = ("_fs", "_path", "_prefix", "_query")
 
@@ -40,7 +41,7 @@ class Location:
             return
         text = str(where)
         match = _SCHEME.match(text)
-        self._fs: pafs.FileSystem | None = None
+        self._fs: list[pafs.FileSystem] = []  # shared with every location made from this one
         if match is None or len(match.group(1)) == 1:  # a plain path (or a Windows drive letter)
             self._prefix, self._query, self._path = "", "", str(Path(text).resolve())
         elif match.group(1).lower() == "file":
@@ -114,16 +115,18 @@ class Location:
 
     @property
     def filesystem(self) -> pafs.FileSystem:
-        if self._fs is None:
+        if not self._fs:
             if self.is_local:
-                self._fs = pafs.LocalFileSystem()
+                self._fs.append(pafs.LocalFileSystem())
             else:
                 bucket = self._path.split("/", 1)[0]
                 try:
-                    self._fs, _ = pafs.FileSystem.from_uri(f"{self._prefix}{bucket}{self._query}")
+                    filesystem, _ = pafs.FileSystem.from_uri(
+                        f"{self._prefix}{bucket}{self._query}")
                 except (OSError, ValueError) as exc:
                     raise ConfigError(f"storage {self}: {exc}") from None
-        return self._fs
+                self._fs.append(filesystem)
+        return self._fs[0]
 
     def info(self) -> pafs.FileInfo:
         return self.filesystem.get_file_info(self._path)

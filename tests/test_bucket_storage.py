@@ -169,3 +169,26 @@ def test_a_bucket_that_does_not_exist_is_refused_before_any_work(s3_env, tmp_pat
     assert run.returncode == 2
     assert "no-such-bucket" in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_train_trial_keeps_its_checkpoints_and_record_in_the_bucket(s3_env, tmp_path,
+                                                                      synthetic_root):
+    """The path a GPU cluster takes: each trial a TorchTrainer whose run and checkpoints Ray
+    Train writes under STORAGE/NAME/train/ in the bucket."""
+    spec = {**SWEEP, "name": "train-on-bucket", "cv": {"n_folds": 2, "run_folds": [0]},
+            "resources": {"cpus_per_trial": 1, "use_train": True},
+            "fixed": {"modalities": ["metadata", "thermal_map"], "forest.n_estimators": 30,
+                      "image.size": 16, "thermal_map.backbone": "simple_cnn",
+                      "thermal_map.pretrain_epochs": 1, "stage1.epochs": 1, "stage2.epochs": 0},
+            "space": {}}
+    sweep_file = tmp_path / "train.yaml"
+    sweep_file.write_text(yaml.safe_dump(spec))
+    storage = f"s3://{BUCKET}/gpu-team"
+    run = _dfu("sweep", "run", str(sweep_file), "--data-root", str(synthetic_root),
+               "--storage", storage, "--progress", "quiet", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    sweep_dir = Location(f"{storage}/train-on-bucket")
+    [record] = store.read_fold_results(sweep_dir)
+    assert record["fold"] == 0 and record["metrics"]["qwk"] is not None
+    [train_run] = (sweep_dir / store.TRAIN_DIR).glob("train-*")
+    assert train_run.glob("checkpoint_*/fold.pt")  # Train's checkpoints went to the bucket

@@ -124,7 +124,8 @@ def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
     return SweepPlan(spec, name, sweep_dir, root.resolve(), cohort, configs)
 
 
-def plan_promotion(sweep_dir: Location, *, top: int, fold_seeds: tuple[int, ...] = ()) -> SweepPlan:
+def plan_promotion(sweep_dir: Location, *, top: int,
+                   fold_seeds: tuple[int, ...] = ()) -> SweepPlan:
     """The top `top` configs of a (screening) sweep on every fold, under the sweep's fold seed
     and each of `fold_seeds`: trials of a new Tune experiment in the same sweep folder. Folds
     already recorded are not run again; the same promotion run twice continues the first."""

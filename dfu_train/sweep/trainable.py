@@ -36,8 +36,8 @@ POLL_ENV, POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.05"
 
 def _recorded(tune_config: dict) -> dict | None:
     config, _ = store.trial_of(tune_config)
-    return store.read_fold_result(Location(tune_config["settings"]["sweep_dir"]), config.config_id,
-                                  config.cv.seed, tune_config["fold"])
+    return store.read_fold_result(Location(tune_config["settings"]["sweep_dir"]),
+                                  config.config_id, config.cv.seed, tune_config["fold"])
 
 
 def _report_recorded(record: dict) -> None:
