@@ -95,3 +95,27 @@ def test_concurrency_comes_from_cluster_resources():
     assert max_concurrent_trials(gpu, {"CPU": 64, "GPU": 2}) == 4
     fixed = parse_sweep({"resources": {"max_concurrent": 3}})
     assert max_concurrent_trials(fixed, {"CPU": 64}) == 3
+
+
+def test_a_recorded_sweep_is_recognised_after_an_upgrade_and_a_different_one_refused(
+        synthetic_root, tmp_path):
+    """A sweep recorded before a setting existed (its manifest lacks the key) is the same sweep
+    with the default filled in: run and resume go on. Another sweep under the name is refused."""
+    import json
+
+    from dfu_train.sweep import store
+    from dfu_train.sweep.launch import write_manifest
+
+    spec = parse_sweep({"name": "upgraded", "space": {"seed": {"grid": [0, 1]}}})
+    plan = plan_sweep(spec, data_root=synthetic_root, storage=tmp_path)
+    write_manifest(plan)
+    manifest_file = (plan.sweep_dir / store.MANIFEST).local_path
+    manifest = json.loads(manifest_file.read_text())
+    del manifest["spec"]["resources"]["driver_resource"]  # as an older version wrote it
+    manifest["spec_hash"] = "from-an-older-version"
+    manifest_file.write_text(json.dumps(manifest))
+    write_manifest(plan_sweep(spec, data_root=synthetic_root, storage=tmp_path))  # no error
+
+    other = parse_sweep({"name": "upgraded", "space": {"seed": {"grid": [0, 1, 2]}}})
+    with pytest.raises(ConfigError, match="already holds a different sweep"):
+        write_manifest(plan_sweep(other, data_root=synthetic_root, storage=tmp_path))

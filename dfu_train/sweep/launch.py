@@ -32,7 +32,8 @@ from dfu_train.location import Location
 from dfu_train.sweep import store
 from dfu_train.sweep.local_ray import connect_ray, start_local_ray
 from dfu_train.sweep.reservations import ReleaseOrphanedReservations
-from dfu_train.sweep.space import SweepSpec, expand_configs, longest_values, search_domains
+from dfu_train.sweep.space import (SweepSpec, expand_configs, longest_values, parse_sweep,
+                                   search_domains)
 from dfu_train.sweep.trainable import fold_trainable, inline_fold_trainable
 from dfu_train.training.stages import schedule_length
 
@@ -85,9 +86,15 @@ class SweepPlan:
 
     @property
     def spec_hash(self) -> str:
-        blob = json.dumps([self.spec.model_dump(mode="json", exclude={"name", "data", "cache"}),
-                           self.cohort.fingerprint], sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return spec_hash(self.spec, self.cohort.fingerprint)
+
+
+def spec_hash(spec: SweepSpec, cohort_fingerprint: str) -> str:
+    """What makes two sweeps the same sweep: the parsed sweep file (defaults filled in) and the
+    cohort; not its name, data root or cache settings."""
+    blob = json.dumps([spec.model_dump(mode="json", exclude={"name", "data", "cache"}),
+                       cohort_fingerprint], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
@@ -130,7 +137,6 @@ def plan_promotion(sweep_dir: Location, *, top: int,
     and each of `fold_seeds`: trials of a new Tune experiment in the same sweep folder. Folds
     already recorded are not run again; the same promotion run twice continues the first."""
     from dfu_train.sweep.leaderboard import build_leaderboard
-    from dfu_train.sweep.space import parse_sweep
 
     if top < 1:
         raise ConfigError(f"--top must be at least 1 (got {top})")
@@ -180,8 +186,7 @@ def write_manifest(plan: SweepPlan) -> None:
     """Record the sweep once; a different sweep under the same name is refused."""
     path = plan.sweep_dir / store.MANIFEST
     if path.is_file():
-        existing = store.read_manifest(plan.sweep_dir)
-        if existing.get("spec_hash") != plan.spec_hash:
+        if _recorded_spec_hash(store.read_manifest(plan.sweep_dir)) != plan.spec_hash:
             raise ConfigError(f"{plan.sweep_dir} already holds a different sweep (other file or "
                               "cohort); pass another --name")
         return
@@ -196,6 +201,16 @@ def write_manifest(plan: SweepPlan) -> None:
             {"config_id": c.config_id, "params": p, "config": c.to_dict()} for c, p in plan.configs],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
+
+
+def _recorded_spec_hash(manifest: dict) -> str | None:
+    """The recorded sweep's hash as this version computes it: a sweep file recorded before a
+    setting was added (and so without it) is still the same sweep, with the default filled in."""
+    try:
+        return spec_hash(parse_sweep(manifest["spec"], source=store.MANIFEST),
+                         manifest["cohort_fingerprint"])
+    except (ConfigError, KeyError, TypeError):
+        return None
 
 
 def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
