@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A Ray "cluster" on this machine: a head and N worker nodes listening on 127.0.0.1 only,
-# token-authenticated, no dashboard. It prints the address to pass as --address, and how to stop exactly these
-# processes (by their process ids; never `ray stop`, which would stop every Ray on the machine).
+# token-authenticated, no dashboard. It prints the address to pass as --address, and how to stop
+# exactly these processes (by their process ids; never `ray stop`, which would stop every Ray on
+# the machine).
 #
 #   cluster/local.sh [WORKERS=2] [CPUS_PER_WORKER=1]
 #   cluster/local.sh stop

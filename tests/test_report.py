@@ -85,6 +85,25 @@ def test_progress_snapshot_of_a_finished_sweep_counts_every_trial(finished_sweep
     assert snap["remaining_s"] == 0 and snap["best_qwk"] is not None
 
 
+def test_progress_polls_read_each_fold_record_and_trial_params_once(finished_sweep, tmp_path):
+    """On a bucket every read is a request: a poll reads only files it has not seen whole."""
+    import shutil
+    from pathlib import Path
+
+    from dfu_train.sweep.progress import snapshot
+
+    sweep_dir = Path(shutil.copytree(str(finished_sweep[0]), tmp_path / "copy"))
+    seen: dict = {}
+    first = snapshot(sweep_dir, experiment="tune", planned=12, started=0.0, seen=seen)
+    written_once = [*sweep_dir.glob("fold_results/*.json"), *sweep_dir.glob("tune/*/params.json")]
+    for path in written_once:
+        path.write_text("overwritten: unreadable if read again")
+    again = snapshot(sweep_dir, experiment="tune", planned=12, started=0.0, seen=seen)
+    counts = ["finished", "pruned", "running", "pending", "error", "best_config", "best_qwk"]
+    assert [again[k] for k in counts] == [first[k] for k in counts]
+    assert snapshot(sweep_dir, experiment="tune", planned=12, started=0.0)["finished"] == 0
+
+
 def test_sweep_run_json_progress_and_quiet_modes(local_ray, synthetic_root, tmp_path):
     import json
 

@@ -16,11 +16,12 @@ from dfu_train.sweep import store
 STATUSES = ("running", "pending", "finished", "pruned", "error")
 
 
-def snapshot(sweep_dir: Location, *, experiment: str, planned: int, started: float) -> dict:
+def snapshot(sweep_dir: Location, *, experiment: str, planned: int, started: float,
+             seen: dict | None = None) -> dict:
     """Trial counts of one experiment, the best config so far and the time left, estimated from
-    the pace of the trials that ended."""
-    records = store.read_fold_results(sweep_dir)
-    trials = store.read_trial_states(sweep_dir, records, experiment=experiment)
+    the pace of the trials that ended. `seen`: files read at earlier polls, not read again."""
+    records = store.read_fold_results(sweep_dir, seen)
+    trials = store.read_trial_states(sweep_dir, records, experiment=experiment, seen=seen)
     counts = {status: sum(t["status"] == status for t in trials) for status in STATUSES}
     counts["pending"] += max(planned - len(trials), 0)  # not yet created by Tune
     ended = counts["finished"] + counts["pruned"] + counts["error"]
@@ -55,12 +56,13 @@ class ProgressWatcher(threading.Thread):
         self.sweep_dir, self.experiment, self.planned = sweep_dir, experiment, planned
         self.show, self.interval = show, interval
         self.started = time.time()
+        self._seen: dict = {}  # fold records and trial params never change once whole
         self._halt = threading.Event()
 
     def _tick(self) -> None:
         try:
             self.show(snapshot(self.sweep_dir, experiment=self.experiment, planned=self.planned,
-                               started=self.started))
+                               started=self.started, seen=self._seen))
         except (OSError, ValueError, KeyError):
             pass  # a file mid-write: the next tick reads it whole
 

@@ -103,23 +103,25 @@ def read_fold_result(sweep_dir: Location | Path, config_id: str, fold_seed: int,
 
 
 def read_trial_states(sweep_dir: Location | Path, records: list[dict] | None = None, *,
-                      experiment: str | None = None) -> list[dict]:
+                      experiment: str | None = None,
+                      seen: dict[str, Any] | None = None) -> list[dict]:
     """Each Tune trial as {trial_id, config_id, fold, fold_seed, status, error}.
 
     status is finished (its fold record exists), running, pending, error, or pruned (stopped by
     the scheduler without a record). Read from Tune's periodically written experiment state and
     each trial's params.json, so it works while the sweep runs; unreadable entries are skipped.
     `records` are the fold records when the caller has read them already; `experiment` limits
-    the trials to one Tune experiment (`tune`, or a `promote-*` folder).
+    the trials to one Tune experiment (`tune`, or a `promote-*` folder); `seen` keeps the
+    trials' params between calls (`read_json_files`).
     """
     sweep_dir = Location(sweep_dir)
     if records is None:
-        records = read_fold_results(sweep_dir)
+        records = read_fold_results(sweep_dir, seen)
     finished = {(r["config_id"], r["fold_seed"], r["fold"]) for r in records}
     trials = []
     for tune_dir in experiment_dirs(sweep_dir):
         if experiment is None or tune_dir.name == experiment:
-            trials += _experiment_trials(tune_dir, finished)
+            trials += _experiment_trials(tune_dir, finished, seen)
     return trials
 
 
@@ -142,7 +144,8 @@ def planned_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
     return plan
 
 
-def _experiment_trials(tune_dir: Location, finished: set) -> list[dict]:
+def _experiment_trials(tune_dir: Location, finished: set,
+                       seen: dict[str, Any] | None) -> list[dict]:
     states = sorted(tune_dir.glob("experiment_state-*.json"), key=Location.mtime)
     if not states:
         return []
@@ -157,13 +160,13 @@ def _experiment_trials(tune_dir: Location, finished: set) -> list[dict]:
         except (json.JSONDecodeError, IndexError, TypeError):
             continue
     entries = [(trial, runtime) for trial, runtime in entries if "relative_logdir" in trial]
-    params_files = read_all([tune_dir / t["relative_logdir"] / "params.json" for t, _ in entries])
+    params_files = read_json_files(
+        [tune_dir / t["relative_logdir"] / "params.json" for t, _ in entries], seen)
     trials = []
-    for (trial, runtime), params_file in zip(entries, params_files):
+    for (trial, runtime), params in zip(entries, params_files):
         try:
-            params = json.loads(params_file)
             config, _ = trial_of(params)
-        except (json.JSONDecodeError, KeyError, TypeError, ConfigError):
+        except (KeyError, TypeError, ConfigError):
             continue
         key = (config.config_id, config.cv.seed, params["fold"])
         status = _STATUS.get(trial.get("status"), "pending")
@@ -192,13 +195,24 @@ def _last_line(path: Location) -> str | None:
     return lines[-1].strip()[:300] if lines else None
 
 
-def read_fold_results(sweep_dir: Location | Path) -> list[dict]:
-    """Every readable fold record, in file-name order; temporary files are skipped."""
+def read_fold_results(sweep_dir: Location | Path,
+                      seen: dict[str, Any] | None = None) -> list[dict]:
+    """Every readable fold record, in file-name order; temporary files are skipped. `seen`:
+    records read before (`read_json_files`)."""
     sweep_dir = Location(sweep_dir)
-    records = []
-    for body in read_all((sweep_dir / FOLD_RESULTS).glob("*.json")):
+    return [r for r in read_json_files((sweep_dir / FOLD_RESULTS).glob("*.json"), seen)
+            if r is not None]
+
+
+def read_json_files(paths: list[Location], seen: dict[str, Any] | None = None) -> list[Any]:
+    """Each file's JSON, or None where unreadable or half written. Files that never change once
+    whole (fold records, trial params) are kept in `seen`, by URI, when given: a caller that
+    polls (the progress view) then reads only the new ones, however many the sweep holds."""
+    seen = {} if seen is None else seen
+    missing = [path for path in paths if str(path) not in seen]
+    for path, body in zip(missing, read_all(missing)):
         try:
-            records.append(json.loads(body))
+            seen[str(path)] = json.loads(body)
         except (json.JSONDecodeError, TypeError):  # unreadable (None) or half written
             continue
-    return records
+    return [seen.get(str(path)) for path in paths]
