@@ -116,13 +116,17 @@ def _dfu(*args, cwd, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_a_sweep_runs_resumes_and_is_ranked_on_a_bucket(s3_env, tmp_path, synthetic_root):
-    sweep_file = tmp_path / "bucket.yaml"
-    sweep_file.write_text(yaml.safe_dump(SWEEP))
-    storage = f"s3://{BUCKET}/team"
-    run = _dfu("sweep", "run", str(sweep_file), "--data-root", str(synthetic_root),
+def _run_sweep(spec: dict, storage: str, data_root, tmp_path) -> None:
+    sweep_file = tmp_path / f"{spec['name']}.yaml"
+    sweep_file.write_text(yaml.safe_dump(spec))
+    run = _dfu("sweep", "run", str(sweep_file), "--data-root", str(data_root),
                "--storage", storage, "--progress", "quiet", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_a_sweep_runs_resumes_and_is_ranked_on_a_bucket(s3_env, tmp_path, synthetic_root):
+    storage = f"s3://{BUCKET}/team"
+    _run_sweep(SWEEP, storage, synthetic_root, tmp_path)
     assert not (tmp_path / "results").exists()  # nothing landed on the local disk instead
 
     sweep_dir = Location(f"{storage}/on-bucket")
@@ -181,12 +185,8 @@ def test_a_train_trial_keeps_its_checkpoints_and_record_in_the_bucket(s3_env, tm
                       "image.size": 16, "thermal_map.backbone": "simple_cnn",
                       "thermal_map.pretrain_epochs": 1, "stage1.epochs": 1, "stage2.epochs": 0},
             "space": {}}
-    sweep_file = tmp_path / "train.yaml"
-    sweep_file.write_text(yaml.safe_dump(spec))
     storage = f"s3://{BUCKET}/gpu-team"
-    run = _dfu("sweep", "run", str(sweep_file), "--data-root", str(synthetic_root),
-               "--storage", storage, "--progress", "quiet", cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-2000:]
+    _run_sweep(spec, storage, synthetic_root, tmp_path)
     sweep_dir = Location(f"{storage}/train-on-bucket")
     [record] = store.read_fold_results(sweep_dir)
     assert record["fold"] == 0 and record["metrics"]["qwk"] is not None
