@@ -132,14 +132,15 @@ def _limits(ax) -> tuple[float, float]:
 def trial_curves(sweep_dir: Location) -> list[dict]:
     """Every Tune trial's reports: {trial_id, config_id, fold, status, points: [(progress,
     val_qwk, stage)]}, from the trial folders' `result.json` (unreadable lines skipped)."""
-    status = {t["trial_id"]: t["status"] for t in store.read_trial_states(sweep_dir)}
+    seen: dict = {}  # the trials' params, read once for their states and their curves
+    status = {t["trial_id"]: t["status"] for t in store.read_trial_states(sweep_dir, seen=seen)}
     curves = []
     params_files = [f for tune_dir in store.experiment_dirs(sweep_dir)
                     for f in tune_dir.glob("*/params.json")]
-    bodies = read_all([*params_files, *(f.parent / "result.json" for f in params_files)])
-    for params_body, result_body in zip(bodies[:len(params_files)], bodies[len(params_files):]):
+    all_params = store.read_json_files(params_files, seen)
+    results = read_all([f.parent / "result.json" for f in params_files])
+    for params, result_body in zip(all_params, results):
         try:
-            params = json.loads(params_body)
             config, _ = store.trial_of(params)
             lines = result_body.decode("utf-8")
         except (AttributeError, TypeError, ValueError, KeyError, ConfigError):
