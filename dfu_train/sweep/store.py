@@ -156,10 +156,11 @@ def _experiment_trials(tune_dir: Location, finished: set,
     entries = []
     for entry in trial_data:
         try:
-            entries.append((json.loads(entry[0]), json.loads(entry[1])))
+            trial, runtime = json.loads(entry[0]), json.loads(entry[1])
         except (json.JSONDecodeError, IndexError, TypeError):
             continue
-    entries = [(trial, runtime) for trial, runtime in entries if "relative_logdir" in trial]
+        if "relative_logdir" in trial:
+            entries.append((trial, runtime))
     params_files = read_json_files(
         [tune_dir / t["relative_logdir"] / "params.json" for t, _ in entries], seen)
     trials = []
