@@ -87,8 +87,9 @@ def _run_watched(plan, *, address: str | None, mode: str, mlflow: str | None = N
     from dfu_train.sweep.launch import create_trackers, run_sweep
     from dfu_train.sweep.progress import ProgressWatcher
 
-    run = functools.partial(run_sweep, plan, address=address, trackers=create_trackers(
-        plan.name, mlflow=mlflow, tensorboard=tensorboard))
+    run = functools.partial(_interruptible, run_sweep, plan, address=address,
+                            trackers=create_trackers(plan.name, mlflow=mlflow,
+                                                     tensorboard=tensorboard))
     if mode == "auto":
         mode = "live" if err.is_terminal else "lines"
     if mode == "lines":
@@ -115,6 +116,41 @@ def _run_watched(plan, *, address: str | None, mode: str, mlflow: str | None = N
         watcher.stop()
         if live is not None:
             live.stop()
+
+
+def _interruptible(run_sweep, plan, **options) -> dict:
+    """Run the sweep and say how it ended (`store.experiment_outcome`). Tune ends a run at the
+    first Ctrl-C after saving its state; a second one reaches here as KeyboardInterrupt."""
+    from dfu_train.sweep import store
+
+    try:
+        run_sweep(plan, **options)
+    except KeyboardInterrupt:
+        return {"interrupted": True, "errors": [], "planned": plan.n_trials}
+    return store.experiment_outcome(plan.sweep_dir, experiment=plan.experiment,
+                                    planned=plan.n_trials)
+
+
+def _conclude(sweep_dir, outcome: dict, mode: str, *, again: str, top: int = 10) -> None:
+    """The leaderboard, then the exit code: 0 when every planned trial finished or was pruned,
+    1 with the errors listed when a trial failed, 130 (and how to go on) when interrupted."""
+    if outcome["interrupted"]:
+        err.print(f"interrupted: finished folds are kept; continue with `{again}`",
+                  soft_wrap=True)
+        raise typer.Exit(code=130)
+    _finish(sweep_dir, mode, top=top)
+    if outcome["errors"]:
+        for trial in outcome["errors"]:
+            err.print(f"error in config {trial['config_id']} fold {trial['fold']} "
+                      f"(fold seed {trial['fold_seed']}): {trial['error']}", soft_wrap=True)
+        err.print(f"{len(outcome['errors'])} of {outcome['planned']} trials failed; fix the "
+                  f"cause and run `{again}` to retry them", soft_wrap=True)
+        raise typer.Exit(code=1)
+
+
+def _again(command: str, storage: str) -> str:
+    """The command that continues a sweep, with the storage when it is not the default."""
+    return command if storage == "results" else f"{command} --storage {storage}"
 
 
 def _progress_table(name: str, snap: dict) -> Table:
@@ -257,8 +293,14 @@ def _print_report(metrics: dict, checkpoint) -> None:
 @user_errors
 def cv_command(
     config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best) or 'default'")],
-    data_root: DataRoot = DEMO_DATA,
+    data_root: Annotated[Optional[Path], typer.Option(
+        "--data-root", envvar="DFU_DATA_ROOT",
+        help="cohort folder (default: the sweep's with --sweep, else results/demo-data)")] = None,
     fold_seeds: Annotated[Optional[str], typer.Option(help="comma-separated fold seeds")] = None,
+    sweep: Annotated[Optional[str], typer.Option(
+        help="record the folds in this sweep as the confirmation of a config it ran "
+             "(fresh --fold-seeds; the leaderboard then shows its optimism)")] = None,
+    storage: Storage = "results",
     jobs: Jobs = -1,
     cache_dir: CacheDir = "results/cache",
     no_cache: NoCache = False,
@@ -267,50 +309,74 @@ def cv_command(
     """Full cross-validation of a config on every fold (and fold seed), without Ray."""
     from dfu_train.cache import ArtifactCache
     from dfu_train.config import load_trial_config
-    from dfu_train.training.fold import run_fold
+    from dfu_train.training.cv import run_cv, summarize_cv
 
     trial = load_trial_config(config)
     seeds = _parse_seeds(fold_seeds) if fold_seeds else [trial.cv.seed]
-    cohort = _checked_cohort(data_root, trial)
+    done = on_fold = None
+    screening = None
+    if sweep is not None:
+        from dfu_train.sweep import store
+        from dfu_train.sweep.confirm import check_confirmation
+
+        if fold_seeds is None:
+            raise ConfigError("--sweep confirms on fresh fold seeds: pass --fold-seeds, e.g. "
+                              "--fold-seeds 100,101,102")
+        sweep_dir = store.resolve_sweep(sweep, storage=storage)
+        data_root, screening = check_confirmation(sweep_dir, trial, seeds, data_root=data_root)
+
+        def done(seed: int, fold: int):
+            return store.read_fold_result(sweep_dir, trial.config_id, seed, fold,
+                                          folder=store.CONFIRMATIONS)
+
+        def on_fold(result) -> None:
+            store.write_confirmation(sweep_dir, {**result.to_dict(), "role": "confirmation"})
+    cohort = _checked_cohort(data_root or DEMO_DATA, trial)
     cache = ArtifactCache(cache_dir, enabled=not no_cache)
-    folds = []
     with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
                   disable=as_json) as bar:
         task = bar.add_task(f"config {trial.config_id}", total=len(seeds) * trial.cv.n_folds)
-        for seed in seeds:
-            seeded = trial.override({"cv.seed": seed})
-            for fold in range(seeded.cv.n_folds):
-                result = run_fold(seeded, cohort, fold, n_jobs=jobs, cache=cache)
-                folds.append({"fold_seed": seed, "fold": fold, "qwk": result.qwk,
-                              "meta_qwk": result.meta_qwk,
-                              "accuracy": result.metrics["accuracy"],
-                              "macro_f1": result.metrics["macro_f1"]})
-                if not as_json:
-                    bar.console.print(f"  seed {seed} fold {fold}: qwk {_fmt(result.qwk)}")
-                bar.advance(task)
-    qwks = [f["qwk"] for f in folds if f["qwk"] is not None]
-    metas = [f["meta_qwk"] for f in folds if f["meta_qwk"] is not None]
-    summary = {
-        "config_id": trial.config_id, "config": trial.to_dict(), "fold_seeds": seeds,
-        "folds": folds, "qwk_mean": statistics.fmean(qwks) if qwks else None,
-        "qwk_std": statistics.stdev(qwks) if len(qwks) > 1 else None,
-        "meta_qwk_mean": statistics.fmean(metas) if metas else None,
-    }
+
+        def finished(result) -> None:
+            if on_fold is not None:
+                on_fold(result)
+            if not as_json:
+                bar.console.print(f"  seed {result.fold_seed} fold {result.fold}: "
+                                  f"qwk {_fmt(result.qwk)}")
+            bar.advance(task)
+
+        folds = run_cv(trial, cohort, seeds=seeds, n_jobs=jobs, cache=cache,
+                       done=done or (lambda seed, fold: None), on_fold=finished)
+    summary = summarize_cv(trial, seeds, folds)
+    if screening is not None:
+        summary["sweep"] = sweep
+        summary["qwk_screen_mean"] = screening
+        summary["optimism"] = (None if summary["qwk_mean"] is None or screening is None
+                               else round(screening - summary["qwk_mean"], 4))
     if as_json:
         _emit_json(summary)
-    else:
-        out.print(f"config {trial.config_id}: qwk {_fmt(summary['qwk_mean'])} +/- "
-                  f"{_fmt(summary['qwk_std'])} over {len(folds)} folds")
+        return
+    out.print(f"config {trial.config_id}: qwk {_fmt(summary['qwk_mean'])} +/- "
+              f"{_fmt(summary['qwk_std'])} over {len(folds)} folds")
+    if screening is not None:
+        out.print(f"sweep {sweep}: screened {_fmt(screening)}, confirmed "
+                  f"{_fmt(summary['qwk_mean'])}: optimism {_fmt(summary['optimism'])} "
+                  f"(recorded; see `dfu leaderboard {sweep}`)")
 
 
 def _parse_seeds(text: str) -> list[int]:
+    from dfu_train.config import MAX_SEED
+
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ConfigError(f"--fold-seeds {text!r}: expected comma-separated integers") from None
     if not seeds:
         raise ConfigError("--fold-seeds is empty")
-    return seeds
+    for seed in seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"--fold-seeds: {seed} is not a seed (use 0 to {MAX_SEED})")
+    return list(dict.fromkeys(seeds))
 
 
 @sweep_app.command("run")
@@ -327,10 +393,11 @@ def sweep_run(
 ) -> None:
     """Validate a sweep file and cohort, then run the sweep on Ray (local by default)."""
     _check_mode(progress)
-    sweep_dir = _run_sweep_file(sweep_file, data_root=data_root, storage=storage, name=name,
-                                address=address, progress=progress, mlflow=mlflow,
-                                tensorboard=tensorboard)
-    _finish(sweep_dir, progress)
+    plan, outcome = _run_sweep_file(sweep_file, data_root=data_root, storage=storage, name=name,
+                                    address=address, progress=progress, mlflow=mlflow,
+                                    tensorboard=tensorboard)
+    _conclude(plan.sweep_dir, outcome, progress,
+              again=_again(f"dfu sweep resume {plan.name}", storage))
 
 
 def _check_mode(mode: str) -> None:
@@ -347,7 +414,7 @@ def _run_sweep_file(sweep_file: Path, **options):
                "tensorboard": options.pop("tensorboard", False)}
     spec = load_sweep(sweep_file)
     plan = plan_sweep(spec, source=str(sweep_file), **options)
-    return _run_watched(plan, **watched)
+    return plan, _run_watched(plan, **watched)
 
 
 @sweep_app.command("resume")
@@ -369,8 +436,8 @@ def sweep_resume(
     spec = parse_sweep(manifest["spec"], source=str(sweep_dir / "sweep.json"))
     plan = plan_sweep(spec, data_root=manifest["data_root"], storage=sweep_dir.parent,
                       name=sweep_dir.name)
-    _run_watched(plan, address=address, mode=progress)
-    _finish(sweep_dir, progress)
+    outcome = _run_watched(plan, address=address, mode=progress)
+    _conclude(sweep_dir, outcome, progress, again=_again(f"dfu sweep resume {name}", storage))
 
 
 @sweep_app.command("promote")
@@ -392,11 +459,14 @@ def sweep_promote(
     from dfu_train.sweep.store import resolve_sweep
 
     _check_mode(progress)
-    sweep_dir = resolve_sweep(name, storage=storage)
     seeds = tuple(_parse_seeds(fold_seeds)) if fold_seeds else ()
+    sweep_dir = resolve_sweep(name, storage=storage)
     plan = plan_promotion(sweep_dir, top=top, fold_seeds=seeds)
-    _run_watched(plan, address=address, mode=progress, mlflow=mlflow, tensorboard=tensorboard)
-    _finish(sweep_dir, progress, top=top)
+    outcome = _run_watched(plan, address=address, mode=progress, mlflow=mlflow,
+                           tensorboard=tensorboard)
+    again = f"dfu sweep promote {name} --top {top}" + (f" --fold-seeds {fold_seeds}"
+                                                        if fold_seeds else "")
+    _conclude(sweep_dir, outcome, progress, again=_again(again, storage), top=top)
 
 
 @sweep_app.command("status")
@@ -473,11 +543,15 @@ def leaderboard_command(
                                                     "paired over shared folds")] = None,
     trials: Annotated[bool, typer.Option(
         "--trials", help="one row per finished fold: timing and reused artifacts")] = False,
+    any_folds: Annotated[bool, typer.Option(
+        "--any-folds", help="rank configs run on fewer folds (screened only) among the "
+                            "best-covered ones instead of after them")] = False,
 ) -> None:
     """Configs ranked by mean QWK over folds (read offline from the sweep folder)."""
     from dfu_train.sweep.leaderboard import (build_leaderboard, compare_to_baseline, query,
                                              trial_table)
-    from dfu_train.sweep.store import read_manifest, resolve_sweep, write_json_atomic
+    from dfu_train.sweep.store import (read_manifest, recorded_config, resolve_sweep,
+                                       write_json_atomic)
 
     if fmt not in ("table", "csv", "json", "parquet"):
         raise ConfigError(f"--format {fmt!r}: choose table, csv, json or parquet")
@@ -489,15 +563,19 @@ def leaderboard_command(
         return
     board = build_leaderboard(sweep_dir)
     if baseline is not None:
-        board = compare_to_baseline(board, baseline)
-    board = query(board, by=by, top=top, include_partial=show_all, where=tuple(where or ()))
+        n_folds = read_manifest(sweep_dir)["spec"]["cv"]["n_folds"]
+        board = compare_to_baseline(board, baseline, n_folds=n_folds)
+    board = query(board, by=by, top=top, include_partial=show_all, where=tuple(where or ()),
+                  fewer_folds_apart=not any_folds)
     if export_best is not None:
         if board.empty:
             raise ConfigError("no complete config to export (see --all)")
         best = board.iloc[0]["config_id"]
-        entry = next(c for c in read_manifest(sweep_dir)["configs"] if c["config_id"] == best)
-        write_json_atomic(export_best, {"config_id": best, "config": entry["config"]})
-        err.print(f"wrote config {best} to {export_best}; run it with `dfu cv {export_best}`")
+        export = recorded_config(sweep_dir, best)
+        write_json_atomic(export_best, {"config_id": best, "config": export.to_dict()})
+        err.print(f"wrote config {best} to {export_best}; confirm it on fresh fold seeds with "
+                  f"`dfu cv {export_best} --sweep {sweep_dir.name} --fold-seeds 100,101,102`",
+                  soft_wrap=True)
     if fmt == "table":
         _board_table(board, sweep_dir.name)
         return
@@ -535,19 +613,32 @@ def _print_board(sweep_dir, *, top: int) -> None:
 def _board_table(board, title: str) -> None:
     table = Table(title=f"leaderboard {title}")
     paired = "baseline_diff" in board.columns
+    staged = board["qwk_promoted_mean"].notna().any() or board["qwk_confirmed_mean"].notna().any()
     for column in ("#", "config", "QWK mean ± std", "folds", "meta QWK", "macro F1",
+                   *(("screened", "promoted", "confirmed", "optimism") if staged else ()),
                    *(("Δ vs baseline (p)",) if paired else ()), "reused"):
         table.add_column(column, no_wrap=True)
     table.add_column("params", overflow="fold")
     for rank, row in enumerate(board.itertuples(index=False), start=1):
         folds = f"{row.folds_done}/{row.folds_total}" + ("" if row.complete else " partial")
+        folds += " fewer folds" * bool(row.fewer_folds)
         folds += f" {row.pruned} pruned" * bool(row.pruned) + f" {row.errors} error" * bool(row.errors)
         params = ", ".join(f"{k}={v}" for k, v in row.params.items()) or "-"
+        stages = (_fmt(row.qwk_screen_mean), _fmt(row.qwk_promoted_mean),
+                  _fmt(row.qwk_confirmed_mean) + (f" ({row.folds_confirmed} folds)"
+                                                  if row.folds_confirmed else ""),
+                  _fmt(row.optimism)) if staged else ()
         extra = (f"{_fmt(row.baseline_diff)} ({_fmt(row.baseline_p)})",) if paired else ()
         table.add_row(str(rank), row.config_id, f"{_fmt(row.qwk_mean)} ± {_fmt(row.qwk_std)}",
-                      folds, _fmt(row.meta_qwk_mean), _fmt(row.macro_f1_mean), *extra,
+                      folds, _fmt(row.meta_qwk_mean), _fmt(row.macro_f1_mean), *stages, *extra,
                       row.reused or "-", params)
     out.print(table)
+    if paired:
+        err.print(f"Δ vs baseline: mean paired QWK difference over shared folds; p from the "
+                  f"{board['baseline_test'].iloc[0]}", soft_wrap=True)
+    if board["fewer_folds"].any():
+        err.print("configs marked 'fewer folds' were run on fewer folds than the best-covered "
+                  "ones and rank after them (--any-folds ranks them together)", soft_wrap=True)
 
 
 CacheName = Annotated[Optional[str], typer.Argument(
@@ -650,9 +741,9 @@ def demo(storage: Storage = "results") -> None:
     if not (data_root / schema.METADATA_CSV).is_file():
         err.print(f"writing the synthetic demo cohort to {data_root} ...")
         write_synthetic_cohort(data_root, SynthSpec(patients=120, seed=0))
-    sweep_dir = _run_sweep_file(_ready_sweep("smoke.yaml"), data_root=data_root,
-                                storage=storage, name="demo", address=None)
-    _print_board(sweep_dir, top=10)
+    plan, outcome = _run_sweep_file(_ready_sweep("smoke.yaml"), data_root=data_root,
+                                    storage=storage, name="demo", address=None)
+    _conclude(plan.sweep_dir, outcome, "lines", again=_again("dfu sweep resume demo", storage))
     out.print(f"next: `dfu leaderboard demo --storage {storage} --format json`, "
               f"`dfu data check --data-root {data_root}`, or point `dfu sweep run sweeps/metadata.yaml "
               "--data-root YOUR_COHORT` at your own export.")

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
 from dfu_train.data import schema
 from dfu_train.data.sampling import SAMPLERS
 from dfu_train.errors import ConfigError, did_you_mean
+
+MAX_SEED = 2**32 - 1  # scikit-learn's and NumPy's legacy seeds stop here
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -178,7 +180,7 @@ class CVConfig(_Section):
     """Patient-grouped stratified folds; the same for every trial of a sweep."""
 
     n_folds: int = Field(5, ge=2, le=20)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=MAX_SEED)
 
 
 class TrialConfig(_Section):
@@ -186,7 +188,7 @@ class TrialConfig(_Section):
     device) are not part of `config_id`."""
 
     modalities: tuple[str, ...] = ("metadata",)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     metadata: MetadataConfig = MetadataConfig()
     forest: ForestConfig = ForestConfig()
     image: ImageConfig = ImageConfig()

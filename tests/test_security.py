@@ -49,7 +49,7 @@ def test_the_project_starts_a_local_ray_only_through_start_local_ray():
     local_ray = ROOT / "dfu_train" / "sweep" / "local_ray.py"
     for path in SOURCES:
         for call, name in _calls(path):
-            if name == "ray.init" and _keyword(call, "address") is None:
+            if name == "ray.init" and _keyword(call, "address") in (None, "'local'"):
                 assert path == local_ray, f"{path.relative_to(ROOT)}:{call.lineno}"
                 assert _keyword(call, "include_dashboard") == "False"
 

@@ -75,6 +75,10 @@ def load_cohort(root: str | Path, *, metadata_csv: str = schema.METADATA_CSV,
     for camera, name, letter in (("depth", bbox_depth_csv, "D"), ("thermal", bbox_thermal_csv, "T")):
         if (root / name).is_file():
             boxes[camera] = _read_boxes(root / name, letter)
+            shared = int(boxes[camera]["other_wound"].sum())
+            if shared:
+                notes.append(f"{name}: {shared} of {len(boxes[camera])} box rows sit in a frame "
+                             "named after another wound of the same visit (keyed by their DFU#)")
     if "depth" in boxes:
         image_rows = _match_frames(boxes["depth"], boxes.get("thermal"), samples, notes)
     elif folders:
@@ -209,7 +213,9 @@ def _read_boxes(path: Path, camera: str) -> pd.DataFrame:
         line = bad.idxmax()
         raise DataError(f"{path}: line {line}, column 'Filename': {table.at[line, 'Filename']!r} "
                         "does not match {n}_P{patient:03d}{appt:02d}{dfu}{B|A}{D|T}{R|M|L}{Z|W}.png")
-    for column, part in (("Patient#", "patient"), ("Appt#", "appt"), ("DFU#", "dfu")):
+    # A frame may show several wounds of one visit and is named after one of them: each box row's
+    # DFU# names its own wound, so only patient and appointment must agree with the name.
+    for column, part in (("Patient#", "patient"), ("Appt#", "appt")):
         differs = parsed[part].astype(int) != table[column]
         if differs.any():
             line = differs.idxmax()
@@ -233,6 +239,7 @@ def _read_boxes(path: Path, camera: str) -> pd.DataFrame:
         "patient": table["Patient#"], "appt": table["Appt#"], "dfu": table["DFU#"],
         "debri": parsed["debri"], "angle": parsed["side"] + parsed["zoom"],
         "box_number": table["Bounding Box Number"],
+        "other_wound": parsed["dfu"].astype(int) != table["DFU#"],
         "xmin": table["Xmin"], "ymin": table["Ymin"], "xmax": table["Xmax"], "ymax": table["Ymax"],
         "line": table.index,
     })
@@ -240,12 +247,14 @@ def _read_boxes(path: Path, camera: str) -> pd.DataFrame:
 
 def _match_frames(depth: pd.DataFrame, thermal: pd.DataFrame | None, samples: pd.DataFrame,
                   notes: list[str]) -> pd.DataFrame:
-    """Join each depth box to the thermal box of the same wound: same angle, then any angle, then
-    either debridement state (data-format.md section 4)."""
+    """Join each depth box to the thermal box of the same wound (Patient#, Appt#, DFU# of the box
+    rows, not the file names): same angle, then any angle, then either debridement state
+    (data-format.md section 4). Box numbers are not part of the key: they order the wounds of one
+    frame and need not agree between the two cameras."""
     lookups: list[dict] = [{}, {}, {}]
     if thermal is not None:
         for row in thermal.itertuples(index=False):
-            base = (row.patient, row.appt, row.dfu, row.box_number)
+            base = (row.patient, row.appt, row.dfu)
             for table, key in zip(lookups, ((*base, row.debri, row.angle), (*base, row.debri), base)):
                 table.setdefault(key, row)
     known = dict(zip(zip(samples[schema.PATIENT], samples[schema.APPT], samples[schema.DFU]),
@@ -256,7 +265,7 @@ def _match_frames(depth: pd.DataFrame, thermal: pd.DataFrame | None, samples: pd
         if sample_id is None:
             orphans += 1
             continue
-        base = (row.patient, row.appt, row.dfu, row.box_number)
+        base = (row.patient, row.appt, row.dfu)
         match = None
         for table, key in zip(lookups, ((*base, row.debri, row.angle), (*base, row.debri), base)):
             match = table.get(key)

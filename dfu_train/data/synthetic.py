@@ -37,6 +37,7 @@ class SynthSpec:
     frame_scale: float = 0.125
     max_frames_per_sample: int = 2
     image_share: float = 0.8
+    shared_frame_share: float = 0.3  # frames of a multi-wound visit that show 2-3 of its wounds
 
 
 def write_synthetic_cohort(out: str | Path, spec: SynthSpec = SynthSpec()) -> Path:
@@ -184,42 +185,70 @@ def _write_images(out: Path, table: pd.DataFrame, latent: np.ndarray, rng: np.ra
         "thermal_map": _map_backgrounds(rng, thermal_size, border=0.3),
     }
     depth_rows, thermal_rows, counter = [], [], 0
-    for patient, appt, dfu, z in zip(table[schema.PATIENT], table[schema.APPT], table[schema.DFU],
-                                     latent):
-        if rng.random() > spec.image_share:
-            continue
-        for _ in range(int(rng.integers(1, spec.max_frames_per_sample + 1))):
-            counter += 1
-            debri = str(rng.choice(["B", "A"], p=[0.7, 0.3]))
-            angle = str(rng.choice(ANGLES))
-            frame_z = z + rng.normal(0, 0.3)
-            stem = f"{counter}_P{patient:03d}{appt:02d}{dfu}{debri}"
-            names = {cam: f"{stem}{cam}{angle}.png" for cam in "DT"}
-            boxes = {"D": _box(rng, depth_size, spec.frame_scale, (55, 56)),
-                     "T": _box(rng, thermal_size, spec.frame_scale, (63, 82), centre_share=0.5)}
-            for modality, (_, camera) in schema.IMAGE_FOLDERS.items():
-                letter = camera[0].upper()
-                choices = backgrounds[modality]
-                frame = choices[int(rng.integers(len(choices)))].copy()
-                paint = _paint_rgb_wound if modality.endswith("rgb") else _paint_map_wound
-                paint(rng, frame, boxes[letter], frame_z)
-                Image.fromarray(frame).save(folders[modality] / names[letter], compress_level=1)
-            for rows, letter, pad in ((depth_rows, "D", True), (thermal_rows, "T", False)):
-                ids = (f"{patient:03d}", f"{appt:02d}") if pad else (str(patient), str(appt))
-                rows.append([names[letter], *ids, dfu, debri, letter, angle, 1, *boxes[letter]])
+    pictured = [(p, a, d, z) for p, a, d, z in zip(table[schema.PATIENT], table[schema.APPT],
+                                                    table[schema.DFU], latent)
+                if rng.random() <= spec.image_share]
+    visits: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    for patient, appt, dfu, z in pictured:
+        visits.setdefault((patient, appt), []).append((dfu, z))
+    for (patient, appt), wounds in visits.items():
+        for dfu, z in wounds:
+            for _ in range(int(rng.integers(1, spec.max_frames_per_sample + 1))):
+                counter += 1
+                shown = [(dfu, z), *_other_wounds(rng, wounds, dfu, spec.shared_frame_share)]
+                debri = str(rng.choice(["B", "A"], p=[0.7, 0.3]))
+                angle = str(rng.choice(ANGLES))
+                # Named after one wound; one box row per wound shown, each with its own DFU#.
+                stem = f"{counter}_P{patient:03d}{appt:02d}{dfu}{debri}"
+                names = {cam: f"{stem}{cam}{angle}.png" for cam in "DT"}
+                boxes = {"D": _boxes(rng, depth_size, spec.frame_scale, (55, 56), len(shown)),
+                         "T": _boxes(rng, thermal_size, spec.frame_scale, (63, 82), len(shown),
+                                     centre_share=0.5)}
+                frame_z = [wound_z + rng.normal(0, 0.3) for _, wound_z in shown]
+                for modality, (_, camera) in schema.IMAGE_FOLDERS.items():
+                    letter = camera[0].upper()
+                    choices = backgrounds[modality]
+                    frame = choices[int(rng.integers(len(choices)))].copy()
+                    paint = _paint_rgb_wound if modality.endswith("rgb") else _paint_map_wound
+                    for box, level in zip(boxes[letter], frame_z):
+                        paint(rng, frame, box, level)
+                    Image.fromarray(frame).save(folders[modality] / names[letter], compress_level=1)
+                for rows, letter, pad in ((depth_rows, "D", True), (thermal_rows, "T", False)):
+                    ids = (f"{patient:03d}", f"{appt:02d}") if pad else (str(patient), str(appt))
+                    # Each camera numbers the wounds of its frame in its own order.
+                    for number, k in enumerate(rng.permutation(len(shown)), start=1):
+                        rows.append([names[letter], *ids, shown[k][0], debri, letter, angle,
+                                     number, *boxes[letter][k]])
     for rows, path in ((depth_rows, schema.BBOX_DEPTH_CSV), (thermal_rows, schema.BBOX_THERMAL_CSV)):
         pd.DataFrame(rows, columns=schema.BBOX_COLUMNS).to_csv(out / path, index=False)
 
 
-def _box(rng, size, scale, median, centre_share: float = 0.9) -> tuple[int, int, int, int]:
+def _other_wounds(rng, wounds: list[tuple[int, float]], dfu: int,
+                  share: float) -> list[tuple[int, float]]:
+    """The other wounds of the visit that a frame named after `dfu` also shows (often none)."""
+    others = [w for w in wounds if w[0] != dfu]
+    if not others or rng.random() >= share:
+        return []
+    count = int(rng.integers(1, min(2, len(others)) + 1))
+    return [others[i] for i in sorted(rng.choice(len(others), size=count, replace=False))]
+
+
+def _boxes(rng, size, scale, median, count: int,
+           centre_share: float = 0.9) -> list[tuple[int, int, int, int]]:
+    """`count` boxes side by side in the frame's centre, one per wound, never overlapping."""
     width, height = size
-    w = max(8, int(rng.normal(median[0], 12) * scale))
-    h = max(8, int(rng.normal(median[1], 12) * scale))
     margin_x = int(width * (1 - centre_share) / 2)
     margin_y = int(height * (1 - centre_share) / 2)
-    x0 = int(rng.integers(margin_x, max(margin_x + 1, width - margin_x - w)))
-    y0 = int(rng.integers(margin_y, max(margin_y + 1, height - margin_y - h)))
-    return x0, y0, x0 + w, y0 + h
+    strip = (width - 2 * margin_x) // count
+    boxes = []
+    for k in range(count):
+        left = margin_x + k * strip
+        w = min(strip, max(8, int(rng.normal(median[0], 12) * scale)))
+        h = max(8, int(rng.normal(median[1], 12) * scale))
+        x0 = int(rng.integers(left, max(left + 1, left + strip - w)))
+        y0 = int(rng.integers(margin_y, max(margin_y + 1, height - margin_y - h)))
+        boxes.append((x0, y0, x0 + w, y0 + h))
+    return boxes
 
 
 def _ellipse(box) -> tuple[slice, slice, np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -52,6 +53,7 @@ class SweepPlan:
     cohort: Cohort
     configs: tuple[tuple[TrialConfig, dict[str, Any]], ...]
     experiment: str = store.TUNE_DIR  # the Tune experiment folder inside the sweep folder
+    promotion: dict | None = None  # the manifest entry of a promotion, recorded once it runs
 
     @property
     def folds(self) -> tuple[int, ...]:
@@ -142,7 +144,9 @@ def plan_promotion(sweep_dir: Location, *, top: int,
         raise ConfigError(f"--top must be at least 1 (got {top})")
     manifest = store.read_manifest(sweep_dir)
     board = build_leaderboard(sweep_dir)
-    board = board[board["qwk_mean"].notna()].sort_values("qwk_mean", ascending=False)
+    # Configs compete on the folds they were screened on, not on folds some got from promotions.
+    board = board[board["qwk_screen_mean"].notna()].sort_values("qwk_screen_mean",
+                                                                ascending=False, kind="stable")
     if board.empty:
         raise ConfigError(f"{sweep_dir}: no finished fold to promote from yet")
     spec = parse_sweep(manifest["spec"], source=str(sweep_dir / store.MANIFEST))
@@ -163,13 +167,21 @@ def plan_promotion(sweep_dir: Location, *, top: int,
     if cohort.fingerprint != manifest["cohort_fingerprint"]:
         raise DataError(f"{root}: the cohort changed since the sweep ran; promote into a new sweep")
     key = hashlib.sha256(json.dumps([chosen, seeds]).encode()).hexdigest()[:8]
-    plan = SweepPlan(promoted, manifest["name"], sweep_dir, root, cohort, tuple(configs),
-                     experiment=f"{store.PROMOTE_PREFIX}{key}")
-    promotions = [p for p in manifest.get("promotions", []) if p["experiment"] != plan.experiment]
-    promotions.append({"experiment": plan.experiment, "configs": chosen, "fold_seeds": list(seeds),
-                       "folds": list(plan.folds)})
-    store.write_json_atomic(sweep_dir / store.MANIFEST, {**manifest, "promotions": promotions})
-    return plan
+    experiment = f"{store.PROMOTE_PREFIX}{key}"
+    return SweepPlan(promoted, manifest["name"], sweep_dir, root, cohort, tuple(configs),
+                     experiment=experiment,
+                     promotion={"experiment": experiment, "configs": chosen,
+                                "fold_seeds": list(seeds), "folds": list(promoted.cv.folds())})
+
+
+def record_promotion(plan: SweepPlan) -> None:
+    """Add the promotion to the manifest: only once it is planned and its Tuner is built, so a
+    promotion that fails before it runs leaves `sweep.json` as it was."""
+    manifest = store.read_manifest(plan.sweep_dir)
+    promotions = [p for p in manifest.get("promotions", [])
+                  if p["experiment"] != plan.promotion["experiment"]]
+    store.write_json_atomic(plan.sweep_dir / store.MANIFEST,
+                            {**manifest, "promotions": [*promotions, plan.promotion]})
 
 
 def _check_writable(storage: Location) -> None:
@@ -182,13 +194,21 @@ def _check_writable(storage: Location) -> None:
         raise ConfigError(f"storage {storage} is not writable ({exc.strerror or exc})") from None
 
 
+def check_same_sweep(plan: SweepPlan) -> bool:
+    """True when the sweep folder already records this sweep; a different sweep under the same
+    name is refused."""
+    if not (plan.sweep_dir / store.MANIFEST).is_file():
+        return False
+    if _recorded_spec_hash(store.read_manifest(plan.sweep_dir)) != plan.spec_hash:
+        raise ConfigError(f"{plan.sweep_dir} already holds a different sweep (other file or "
+                          "cohort); pass another --name")
+    return True
+
+
 def write_manifest(plan: SweepPlan) -> None:
     """Record the sweep once; a different sweep under the same name is refused."""
     path = plan.sweep_dir / store.MANIFEST
-    if path.is_file():
-        if _recorded_spec_hash(store.read_manifest(plan.sweep_dir)) != plan.spec_hash:
-            raise ConfigError(f"{plan.sweep_dir} already holds a different sweep (other file or "
-                              "cohort); pass another --name")
+    if check_same_sweep(plan):
         return
     store.write_json_atomic(path, {
         "name": plan.name,
@@ -223,6 +243,59 @@ def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
     if spec.resources.gpus_per_trial > 0:
         limit = min(limit, math.floor(cluster.get("GPU", 0) / spec.resources.gpus_per_trial))
     return max(1, limit)
+
+
+def trial_demands(spec: SweepSpec) -> list[dict[str, float]]:
+    """What one trial asks of the nodes: the worker (or inline trial) and, for Train, its driver.
+    Each dict must fit on one node."""
+    res = spec.resources
+    worker = {"CPU": res.cpus_per_trial, **({"GPU": res.gpus_per_trial}
+                                             if res.gpus_per_trial else {})}
+    if not res.use_train:
+        return [worker]
+    driver = {res.driver_resource: DRIVER_SHARE} if res.driver_resource else {"CPU": DRIVER_CPUS}
+    return [worker, driver]
+
+
+def check_cluster_fits(spec: SweepSpec, nodes: list[dict[str, float]]) -> None:
+    """Refuse a sweep none of whose trials the cluster can hold: Tune would wait forever."""
+    worker, *driver = trial_demands(spec)
+
+    def fits(demand: dict, node: dict) -> bool:
+        return all(node.get(k, 0.0) + 1e-9 >= v for k, v in demand.items())
+
+    for i, node in enumerate(nodes):
+        if not fits(worker, node):
+            continue
+        left = {k: v - worker.get(k, 0.0) for k, v in node.items()}
+        if not driver or fits(driver[0], left) or any(
+                fits(driver[0], other) for j, other in enumerate(nodes) if j != i):
+            return
+    asked = " + ".join(_resources_text(d) for d in (worker, *driver))
+    have = "; ".join(_resources_text(n, keys=("CPU", "GPU", *driver[0])) if driver
+                     else _resources_text(n, keys=("CPU", "GPU")) for n in nodes) or "no nodes"
+    raise ConfigError(f"a trial asks for {asked} on the cluster's nodes, but no node can hold it "
+                      f"(nodes: {have}); lower resources.cpus_per_trial / gpus_per_trial or run "
+                      "on a cluster that has them")
+
+
+def _resources_text(resources: dict[str, float], keys=None) -> str:
+    keys = keys or resources
+    return ", ".join(f"{resources.get(k, 0.0):g} {k}" for k in dict.fromkeys(keys))
+
+
+def alive_nodes() -> list[dict[str, float]]:
+    """The resources of each alive node of the connected cluster."""
+    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+
+
+def local_cpus(spec: SweepSpec) -> int:
+    """Logical CPUs of a private local Ray: the machine's cores for the trials, plus the
+    drivers' quarter CPUs when trials run on Train, so trials never outnumber the cores."""
+    cores = os.cpu_count() or 1
+    if spec.resources.use_train and not spec.resources.driver_resource:
+        return cores + math.ceil(DRIVER_CPUS * cores)
+    return cores
 
 
 def create_scheduler(spec: SweepSpec, *, schedule_length: int):
@@ -267,15 +340,17 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
     `trackers` are extra Tune callbacks (`create_trackers`). A continued sweep keeps the
     callbacks it started with."""
     if plan.experiment == store.TUNE_DIR:
-        write_manifest(plan)
+        check_same_sweep(plan)
     started_ray = not ray.is_initialized()
     if started_ray:
         if address:
             connect_ray(address, log_to_driver=False)
         else:
-            cpus = os.cpu_count() or 1
-            start_local_ray(cpus + math.ceil(DRIVER_CPUS * cpus), log_to_driver=False)
+            start_local_ray(local_cpus(plan.spec), log_to_driver=False)
     try:
+        check_cluster_fits(plan.spec, alive_nodes())
+        if plan.experiment == store.TUNE_DIR:
+            write_manifest(plan)
         concurrency = max_concurrent_trials(plan.spec, ray.cluster_resources())
         on_event(f"sweep {plan.name}: {plan.n_configs} configs x {len(plan.folds)} folds = "
                  f"{plan.n_trials} trials, up to {concurrency} at once -> {plan.sweep_dir}")
@@ -294,7 +369,7 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                 tune_config=tune.TuneConfig(
                     metric="val_qwk", mode="max",
                     num_samples=plan.n_configs if plan.proposes else 1,
-                    search_alg=create_search(plan.spec), max_concurrent_trials=concurrency,
+                    search_alg=create_search(plan), max_concurrent_trials=concurrency,
                     scheduler=create_scheduler(plan.spec, schedule_length=plan.schedule_length),
                     trial_dirname_creator=_trial_dirname,
                     # Inline trials run in the same kind of actor: reusing it saves a process
@@ -311,8 +386,10 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                     callbacks=[*([_EventPrinter()] if trial_lines else []),
                                ReleaseOrphanedReservations(), *trackers]),
             )
-        with contextlib.redirect_stdout(sys.stderr):  # Tune's banners; stdout stays the result's
-            grid = tuner.fit()
+        if plan.promotion is not None:
+            record_promotion(plan)
+        with contextlib.redirect_stdout(sys.stderr), _no_restore_hint():
+            grid = tuner.fit()  # Tune's banners go to stderr; stdout stays the result's
         for result in grid:
             if result.error is not None:
                 on_event(f"trial failed: {str(result.error).strip().splitlines()[-1][:200]}")
@@ -331,13 +408,32 @@ def create_trainable(spec: SweepSpec):
     return tune.with_resources(inline_fold_trainable, {"CPU": spec.resources.cpus_per_trial})
 
 
-def create_search(spec: SweepSpec):
-    """None for configs expanded before Ray starts (grid, random), else the search algorithm."""
-    if spec.search.algorithm != "optuna":
+def create_search(plan: SweepPlan):
+    """The search algorithm of a sweep whose configs it proposes; None when the configs were
+    expanded before Ray started (grid, random, and every promotion, whatever searched first)."""
+    if not plan.proposes:
         return None
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(seed=spec.search.seed)
+    return OptunaSearch(seed=plan.spec.search.seed)
+
+
+class _DropRestoreHint(logging.Filter):
+    """Tune ends an interrupted run by telling the user to call `Tuner.restore(...)`; with dfu
+    the way on is `dfu sweep resume`, which the command line prints instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _no_restore_hint():
+    hint_filter, tune_logger = _DropRestoreHint(), logging.getLogger("ray.tune.tune")
+    tune_logger.addFilter(hint_filter)
+    try:
+        yield
+    finally:
+        tune_logger.removeFilter(hint_filter)
 
 
 def _param_space(plan: SweepPlan) -> dict:

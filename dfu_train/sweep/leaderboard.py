@@ -6,20 +6,24 @@ A config with missing folds is marked partial and never ranked as if complete.
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import pandas as pd
-from scipy.stats import ttest_rel
+from scipy.stats import t as student_t
 
 from dfu_train.errors import ConfigError, did_you_mean
 from dfu_train.location import Location
 from dfu_train.sweep import store
 
-COLUMNS = ("config_id", "params", "folds_done", "folds_total", "complete", "qwk_mean", "qwk_std",
-           "qwk_folds", "qwk_by_fold", "meta_qwk_mean", "fusion_gain_mean", "accuracy_mean",
-           "macro_f1_mean", "pruned", "errors", "last_error", "wall_s", "compute_s", "reused")
-TEXT_COLUMNS = ("config_id", "params", "qwk_folds", "qwk_by_fold", "complete", "last_error",
-                "reused")
+COLUMNS = ("config_id", "params", "folds_done", "folds_total", "complete", "fewer_folds",
+           "qwk_mean", "qwk_std", "qwk_folds", "qwk_by_fold", "qwk_screen_mean",
+           "qwk_promoted_mean", "qwk_confirmed_mean", "qwk_confirmed_std", "folds_confirmed",
+           "optimism", "meta_qwk_mean", "fusion_gain_mean", "accuracy_mean", "macro_f1_mean",
+           "pruned", "errors", "last_error", "wall_s", "compute_s", "reused")
+TEXT_COLUMNS = ("config_id", "params", "qwk_folds", "qwk_by_fold", "complete", "fewer_folds",
+                "last_error", "reused")
+BASELINE_TEST = "Nadeau-Bengio corrected resampled t-test"
 TRIAL_COLUMNS = ("config_id", "fold_seed", "fold", "qwk", "meta_qwk", "trial_id", "node",
                  "wall_s", "startup_s", "compute_s", "reused", "computed")
 
@@ -39,11 +43,20 @@ def build_leaderboard(sweep_dir: Location) -> pd.DataFrame:
     planned = {entry["config_id"]: entry["params"] for entry in manifest["configs"]}
     for (config_id, _, _), record in records.items():  # proposed by a search algorithm
         planned.setdefault(config_id, record.get("params", {}))
+    screening, promoted = store.screening_folds(manifest), store.promoted_folds(manifest)
+    confirmed: dict[str, dict[tuple, dict]] = {}
+    for record in store.read_confirmations(sweep_dir):
+        confirmed.setdefault(record["config_id"], {}).setdefault(
+            (record["fold_seed"], record["fold"]), record)
     rows = []
     for config_id, params in planned.items():
         done = sorted((r for (cid, _, _), r in records.items() if cid == config_id),
                       key=lambda r: (r["fold_seed"], r["fold"]))
         qwks = [r["metrics"]["qwk"] for r in done]
+        screen_qwk = _mean([r["metrics"]["qwk"] for r in done
+                            if (r["fold_seed"], r["fold"]) in screening])
+        confirmed_qwks = [r["metrics"]["qwk"] for r in confirmed.get(config_id, {}).values()]
+        confirmed_qwk = _mean(confirmed_qwks)
         trials = states.get(config_id, [])
         folds_total = len(plan.get(config_id, manifest["folds"]))
         errors = [t["error"] for t in trials if t["status"] == "error"]
@@ -57,6 +70,14 @@ def build_leaderboard(sweep_dir: Location) -> pd.DataFrame:
             "qwk_std": _std(qwks),
             "qwk_folds": qwks,
             "qwk_by_fold": {f"{r['fold_seed']}/{r['fold']}": r["metrics"]["qwk"] for r in done},
+            "qwk_screen_mean": screen_qwk,
+            "qwk_promoted_mean": _mean([r["metrics"]["qwk"] for r in done if (
+                r["fold_seed"], r["fold"]) in promoted.get(config_id, ())]),
+            "qwk_confirmed_mean": confirmed_qwk,
+            "qwk_confirmed_std": _std(confirmed_qwks),
+            "folds_confirmed": len(confirmed_qwks),
+            "optimism": (round(screen_qwk - confirmed_qwk, 4)
+                         if screen_qwk is not None and confirmed_qwk is not None else None),
             "meta_qwk_mean": _mean([r["meta_qwk"] for r in done]),
             "fusion_gain_mean": _mean([r["fusion_gain"] for r in done]),
             "accuracy_mean": _mean([r["metrics"]["accuracy"] for r in done]),
@@ -71,8 +92,19 @@ def build_leaderboard(sweep_dir: Location) -> pd.DataFrame:
     board = pd.DataFrame(rows, columns=list(COLUMNS))
     if board.empty:
         return board
-    return board.sort_values(["complete", "qwk_mean"], ascending=[False, False],
-                             na_position="last", kind="stable").reset_index(drop=True)
+    # A mean over one screening fold is not comparable with a mean over every fold and seed.
+    best_covered = board.loc[board["complete"], "folds_done"].max()
+    board["fewer_folds"] = board["folds_done"] < (best_covered if best_covered == best_covered
+                                                  else 0)
+    return _ranked(board, "qwk_mean").reset_index(drop=True)
+
+
+def _ranked(board: pd.DataFrame, by: str, *, apart: bool = True) -> pd.DataFrame:
+    """Complete configs first; among them, those with fewer folds than the best-covered after
+    the others (unless not `apart`); then by `by` (best first; times smallest first)."""
+    keys = ["complete", *(["fewer_folds"] if apart else []), by]
+    ascending = [False, *([True] if apart else []), by in ("wall_s", "compute_s", "qwk_std")]
+    return board.sort_values(keys, ascending=ascending, na_position="last", kind="stable")
 
 
 def trial_table(sweep_dir: Location) -> pd.DataFrame:
@@ -102,9 +134,11 @@ def _reuse_counts(records: list[dict]) -> str:
 
 
 def query(board: pd.DataFrame, *, by: str = "qwk_mean", top: int | None = None,
-          include_partial: bool = False, where: tuple[str, ...] = ()) -> pd.DataFrame:
+          include_partial: bool = False, where: tuple[str, ...] = (),
+          fewer_folds_apart: bool = True) -> pd.DataFrame:
     """Filter and rank. `where` items are FIELD=VALUE on a column or a swept dotted parameter,
-    compared as text (no expression is evaluated)."""
+    compared as text (no expression is evaluated). Configs run on fewer folds than the
+    best-covered ones rank after them unless `fewer_folds_apart` is False."""
     numeric = [c for c in board.columns if c not in TEXT_COLUMNS]
     if by not in numeric:
         raise ConfigError(f"--by {by!r}: not a sortable column{did_you_mean(by, numeric)}; "
@@ -124,15 +158,16 @@ def query(board: pd.DataFrame, *, by: str = "qwk_mean", top: int | None = None,
                                   f"{did_you_mean(field, [*board.columns, *names])}")
             column = out["params"].map(lambda p: str(p.get(field)))
         out = out[column == value.strip()]
-    ascending = by in ("wall_s", "compute_s")
-    out = out.sort_values(["complete", by], ascending=[False, ascending], na_position="last",
-                          kind="stable")
+    out = _ranked(out, by, apart=fewer_folds_apart)
     return out.head(top) if top else out
 
 
-def compare_to_baseline(board: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Paired comparison on the folds both configs finished: mean QWK difference and the
-    paired t-test p-value (None with fewer than two shared folds)."""
+def compare_to_baseline(board: pd.DataFrame, baseline: str, *, n_folds: int) -> pd.DataFrame:
+    """Paired comparison on the folds both configs finished: mean QWK difference and the p-value
+    of the Nadeau-Bengio corrected resampled t-test (None with fewer than two shared folds).
+
+    Folds of k-fold CV share most of their training patients, so a plain paired t-test over
+    them is far too confident; the correction widens the variance by n_test/n_train."""
     if baseline not in set(board["config_id"]):
         raise ConfigError(f"--baseline {baseline!r}: no such config in this sweep"
                           f"{did_you_mean(baseline, board['config_id'])}")
@@ -141,14 +176,25 @@ def compare_to_baseline(board: pd.DataFrame, baseline: str) -> pd.DataFrame:
     for by_fold in board["qwk_by_fold"]:
         shared = [k for k in by_fold if k in reference
                   and by_fold[k] is not None and reference[k] is not None]
-        ours, theirs = [by_fold[k] for k in shared], [reference[k] for k in shared]
-        diffs.append(_mean([a - b for a, b in zip(ours, theirs)]))
-        pvalue = None
-        if len(shared) > 1 and any(a != b for a, b in zip(ours, theirs)):
-            pvalue = round(float(ttest_rel(ours, theirs).pvalue), 4)
-        pvalues.append(pvalue)
+        paired = [by_fold[k] - reference[k] for k in shared]
+        diffs.append(_mean(paired))
+        pvalue = corrected_ttest_p(paired, test_train_ratio=1 / (n_folds - 1))
+        pvalues.append(None if pvalue is None else round(pvalue, 4))
         shared_counts.append(len(shared))
-    return board.assign(baseline_diff=diffs, baseline_p=pvalues, baseline_folds=shared_counts)
+    return board.assign(baseline_diff=diffs, baseline_p=pvalues, baseline_folds=shared_counts,
+                        baseline_test=BASELINE_TEST)
+
+
+def corrected_ttest_p(diffs: list[float], *, test_train_ratio: float) -> float | None:
+    """Two-sided p of the corrected resampled t-test (Nadeau and Bengio, 2003) on paired
+    per-fold differences: t = mean / sqrt((1/n + n_test/n_train) * variance), n - 1 d.o.f."""
+    if len(diffs) < 2:
+        return None
+    variance = statistics.variance(diffs)
+    if variance == 0:
+        return None
+    t = statistics.fmean(diffs) / math.sqrt((1 / len(diffs) + test_train_ratio) * variance)
+    return float(2 * student_t.sf(abs(t), df=len(diffs) - 1))
 
 
 def _mean(values) -> float | None:

@@ -44,9 +44,10 @@ def single_machine() -> Iterator[None]:
 
 
 def start_local_ray(num_cpus: int, **options) -> None:
-    """`ray.init` of a new local instance with no dashboard, listening on loopback only."""
+    """`ray.init` of a new, private local instance with no dashboard, listening on loopback only.
+    `address="local"`: never join a Ray that another program started on this machine."""
     with single_machine():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **options)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")

@@ -190,7 +190,7 @@ def _stage_starts(curves: list[dict]) -> list[tuple[int, str]]:
     starts: dict[str, int] = {}
     for curve in curves:
         for progress, _, stage in curve["points"]:
-            if stage and stage != "recorded":
+            if stage and stage not in ("recorded", "final"):
                 starts[stage] = min(starts.get(stage, progress), progress)
     return sorted((p, s) for s, p in starts.items())
 

@@ -20,7 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 from ray import tune
 
-from dfu_train.config import TrialConfig
+from dfu_train.config import MAX_SEED, TrialConfig
 from dfu_train.errors import ConfigError, did_you_mean
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -36,7 +36,7 @@ class DataSection(_Section):
 
 class CVSection(_Section):
     n_folds: int = Field(5, ge=2, le=20, description="patient-grouped stratified folds")
-    seed: int = Field(42, description="the fold assignment's seed")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="the fold assignment's seed")
     run_folds: Literal["all"] | tuple[int, ...] = Field(
         "all", description="'all', or a screening list of fold indices")
 
@@ -64,7 +64,8 @@ class SearchSection(_Section):
     algorithm: Literal["random", "grid", "optuna"] = "random"
     num_samples: int = Field(1, ge=1, le=10_000, description="random draws per grid point "
                              "(optuna: configs to propose)")
-    seed: int = Field(0, description="seed of the draws: the same file gives the same configs")
+    seed: int = Field(0, ge=0, le=MAX_SEED,
+                      description="seed of the draws: the same file gives the same configs")
 
 
 class SchedulerSection(_Section):

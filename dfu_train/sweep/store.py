@@ -3,6 +3,7 @@
 <storage>/<name>/
   sweep.json                   manifest: the sweep file, data root and fingerprint, planned trials
   fold_results/*.json          one record per finished (config_id, fold seed, fold); never edited
+  confirmations/*.json         the same records, of `dfu cv --sweep` on fresh fold seeds
   tune/                        Ray Tune's experiment (trial params.json / result.json)
   train/train-<trial_id>/      Ray Train runs and checkpoints
 <storage>/cache/               artifacts every sweep under the storage shares (`dfu_train.cache`)
@@ -23,6 +24,7 @@ from dfu_train.location import Location, read_all
 
 MANIFEST = "sweep.json"
 FOLD_RESULTS = "fold_results"
+CONFIRMATIONS = "confirmations"  # folds `dfu cv --sweep` ran on fresh fold seeds
 TUNE_DIR = "tune"
 PROMOTE_PREFIX = "promote-"
 TRAIN_DIR = "train"
@@ -81,9 +83,20 @@ def trial_of(tune_config: dict) -> tuple[TrialConfig, dict]:
     return base.override(params), params
 
 
+def recorded_config(sweep_dir: Location | Path, config_id: str) -> TrialConfig:
+    """A config exactly as its trials ran it, from its fold records (every search records it,
+    planned or proposed), under the sweep's own fold seed."""
+    manifest = read_manifest(sweep_dir)
+    for record in read_fold_results(sweep_dir):
+        if record["config_id"] == config_id:
+            config = TrialConfig.from_dict(record["config"])
+            return config.override({"cv.seed": manifest["spec"]["cv"]["seed"]})
+    raise ConfigError(f"config {config_id} has no finished fold in {Location(sweep_dir).name}")
+
+
 def fold_result_path(sweep_dir: Location | Path, config_id: str, fold_seed: int,
-                     fold: int) -> Location:
-    return Location(sweep_dir) / FOLD_RESULTS / f"{config_id}-s{fold_seed}-f{fold}.json"
+                     fold: int, *, folder: str = FOLD_RESULTS) -> Location:
+    return Location(sweep_dir) / folder / f"{config_id}-s{fold_seed}-f{fold}.json"
 
 
 def write_fold_result(sweep_dir: Location | Path, record: dict) -> Location:
@@ -93,9 +106,22 @@ def write_fold_result(sweep_dir: Location | Path, record: dict) -> Location:
     return path
 
 
+def write_confirmation(sweep_dir: Location | Path, record: dict) -> Location:
+    """Record one confirmation fold; it never counts as a fold of the sweep itself."""
+    path = fold_result_path(sweep_dir, record["config_id"], record["fold_seed"], record["fold"],
+                            folder=CONFIRMATIONS)
+    write_json_atomic(path, record)
+    return path
+
+
+def read_confirmations(sweep_dir: Location | Path) -> list[dict]:
+    """Every readable confirmation record (`dfu cv --sweep`)."""
+    return read_fold_results(sweep_dir, folder=CONFIRMATIONS)
+
+
 def read_fold_result(sweep_dir: Location | Path, config_id: str, fold_seed: int,
-                     fold: int) -> dict | None:
-    path = fold_result_path(sweep_dir, config_id, fold_seed, fold)
+                     fold: int, *, folder: str = FOLD_RESULTS) -> dict | None:
+    path = fold_result_path(sweep_dir, config_id, fold_seed, fold, folder=folder)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -125,22 +151,47 @@ def read_trial_states(sweep_dir: Location | Path, records: list[dict] | None = N
     return trials
 
 
+def experiment_outcome(sweep_dir: Location | Path, *, experiment: str, planned: int) -> dict:
+    """How one Tune experiment of the sweep ended, from what it wrote: trial counts, the errors,
+    and `interrupted` when some planned trial neither finished, was pruned nor failed (Tune
+    stops early only when it is interrupted)."""
+    trials = read_trial_states(sweep_dir, experiment=experiment)
+    counts = {status: sum(t["status"] == status for t in trials)
+              for status in ("finished", "pruned", "error", "running", "pending")}
+    ended = counts["finished"] + counts["pruned"] + counts["error"]
+    return {**counts, "planned": planned, "interrupted": ended < planned,
+            "errors": [t for t in trials if t["status"] == "error"]}
+
+
 def experiment_dirs(sweep_dir: Location | Path) -> list[Location]:
     """The sweep's Tune experiments: the sweep's own, then each promotion's."""
     sweep_dir = Location(sweep_dir)
     return [sweep_dir / TUNE_DIR, *sweep_dir.glob(f"{PROMOTE_PREFIX}*")]
 
 
+def screening_folds(manifest: dict) -> set[tuple[int, int]]:
+    """The (fold seed, fold) pairs every config of the sweep itself is planned on."""
+    seed = manifest["spec"]["cv"]["seed"] if "spec" in manifest else None
+    return {(seed, fold) for fold in manifest["folds"]}
+
+
+def promoted_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
+    """config_id -> the (fold seed, fold) pairs its promotions planned."""
+    plan: dict[str, set[tuple[int, int]]] = {}
+    for promotion in manifest.get("promotions", []):
+        for config_id in promotion["configs"]:
+            plan.setdefault(config_id, set()).update(
+                (s, f) for s in promotion["fold_seeds"] for f in promotion["folds"])
+    return plan
+
+
 def planned_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
     """config_id -> the (fold seed, fold) pairs it is planned on: the sweep's own folds, plus
     every promotion's. Configs a search algorithm proposes get the sweep's folds when found."""
-    seed = manifest["spec"]["cv"]["seed"] if "spec" in manifest else None
-    base = {(seed, fold) for fold in manifest["folds"]}
+    base = screening_folds(manifest)
     plan = {entry["config_id"]: set(base) for entry in manifest["configs"]}
-    for promotion in manifest.get("promotions", []):
-        for config_id in promotion["configs"]:
-            plan.setdefault(config_id, set(base)).update(
-                (s, f) for s in promotion["fold_seeds"] for f in promotion["folds"])
+    for config_id, folds in promoted_folds(manifest).items():
+        plan.setdefault(config_id, set(base)).update(folds)
     return plan
 
 
@@ -196,12 +247,12 @@ def _last_line(path: Location) -> str | None:
     return lines[-1].strip()[:300] if lines else None
 
 
-def read_fold_results(sweep_dir: Location | Path,
-                      seen: dict[str, Any] | None = None) -> list[dict]:
+def read_fold_results(sweep_dir: Location | Path, seen: dict[str, Any] | None = None, *,
+                      folder: str = FOLD_RESULTS) -> list[dict]:
     """Every readable fold record, in file-name order; temporary files are skipped. `seen`:
     records read before (`read_json_files`)."""
     sweep_dir = Location(sweep_dir)
-    return [r for r in read_json_files((sweep_dir / FOLD_RESULTS).glob("*.json"), seen)
+    return [r for r in read_json_files((sweep_dir / folder).glob("*.json"), seen)
             if r is not None]
 
 

@@ -24,7 +24,7 @@ from dfu_train.config import TrialConfig
 from dfu_train.data.cohort import load_cohort
 from dfu_train.location import Location
 from dfu_train.sweep import store
-from dfu_train.training.fold import run_fold
+from dfu_train.training.fold import final_report, run_fold
 from dfu_train.training.stages import FoldCheckpoint
 
 CHECKPOINT_FILE = "fold.pt"
@@ -41,8 +41,9 @@ def _recorded(tune_config: dict) -> dict | None:
 
 
 def _report_recorded(record: dict) -> None:
-    tune.report({"progress": record["progress"], "val_qwk": record["metrics"]["qwk"],
-                 "stage": "recorded"})
+    tune.report({"stage": "recorded", **final_report(
+        record["metrics"], meta_qwk=record["meta_qwk"], fusion_gain=record["fusion_gain"],
+        progress=record["progress"])})
 
 
 def fold_trainable(tune_config: dict) -> None:

@@ -57,8 +57,21 @@ class FoldResult:
     def qwk(self) -> float | None:
         return self.metrics["qwk"]
 
+    def final_report(self) -> dict[str, Any]:
+        return final_report(self.metrics, meta_qwk=self.meta_qwk, fusion_gain=self.fusion_gain,
+                            progress=self.progress)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def final_report(metrics: dict, *, meta_qwk: float | None, fusion_gain: float | None,
+                 progress: int) -> dict[str, Any]:
+    """The fold's last report: its recorded final metrics (the restored best, not the last
+    epoch), so progress lines, the scheduler's last look and trackers show what was recorded."""
+    finals = {f"final_{name}": value for name, value in metrics.items() if value is not None}
+    return {"progress": progress, "val_qwk": metrics["qwk"],
+            "meta_qwk": meta_qwk, "fusion_gain": fusion_gain, **finals}
 
 
 def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | None = None, *,
@@ -157,7 +170,7 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
     )
     if on_result is not None:
         on_result(result)
-    report.flush()
+    report.finish(result.final_report())
     return result
 
 
@@ -175,6 +188,14 @@ class _Deferred:
         if self._held is not None and self._report is not None:
             self._report(*self._held)
         self._held = None
+
+    def finish(self, final: dict[str, Any]) -> None:
+        """Send the held report with the fold's final metrics in it (alone when none is held,
+        as after a resume that had nothing left to run)."""
+        metrics, checkpoint = self._held or ({}, None)
+        progress = max(metrics.get("progress", 0), final["progress"])
+        self._held = ({"stage": "final", **metrics, **final, "progress": progress}, checkpoint)
+        self.flush()
 
 
 def environment_versions() -> dict[str, str]:
