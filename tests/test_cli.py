@@ -162,3 +162,20 @@ def test_nothing_below_the_sweep_layer_imports_ray():
                 assert not any(n == "ray" or n.startswith("ray.") for n in names), path
                 if isinstance(node, ast.Attribute) and node.attr == "environ":
                     pytest.fail(f"{path} reads os.environ")
+
+
+def test_fusion_cv_runs_on_frames_that_show_several_wounds(synthetic_root, tmp_path):
+    """The main path on a data root whose box CSVs name other wounds' frames: check, then a
+    fusion `dfu cv`."""
+    checked = _invoke("data", "check", "--data-root", synthetic_root, "--json")
+    assert checked.exit_code == 0, checked.output
+    assert any("named after another wound" in n for n in json.loads(checked.stdout)["notes"])
+    config = tmp_path / "fusion.yaml"
+    config.write_text(
+        "modalities: [metadata, depth_rgb]\nforest: {n_estimators: 15, inner_folds: 3}\n"
+        "image: {size: 16}\ndepth_rgb: {pretrain_epochs: 1}\nstage1: {epochs: 1}\n"
+        "stage2: {epochs: 0}\ncv: {n_folds: 2}\n")
+    result = _invoke("cv", config, "--data-root", synthetic_root, "--json", "--no-cache")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert len(summary["folds"]) == 2 and summary["qwk_mean"] is not None

@@ -136,3 +136,33 @@ def test_bbox_file_missing_a_column_is_refused(editable_root):
     path.write_text(path.read_text().replace("DebriStat", "Debri"))
     with pytest.raises(DataError, match=r"column 'DebriStat' is missing \(did you mean 'Debri'\?\)"):
         load_cohort(editable_root)
+
+
+def test_a_frame_showing_several_wounds_gives_each_box_to_its_own_wound(synthetic_root, cohort):
+    """data-format.md section 2: a frame named after one wound may box others of the visit;
+    each box row's DFU# names its wound, and the loader keys the row by it."""
+    depth = pd.read_csv(synthetic_root / schema.BBOX_DEPTH_CSV, dtype=str)
+    named = depth["Filename"].str.extract(schema.FILENAME_PATTERN)
+    other = depth[named["dfu"].astype(int) != depth["DFU#"].astype(int)]
+    assert len(other) > 0  # the generator exercises it in every test cohort
+    note = next(n for n in cohort.notes if n.startswith(schema.BBOX_DEPTH_CSV))
+    assert f"{len(other)} of {len(depth)} box rows" in note
+    rows = cohort.image_rows
+    for row in other.itertuples(index=False):
+        sample_id = f"P{int(row[1]):03d}A{int(row[2]):02d}D{int(row[3])}"
+        match = rows[(rows["depth_file"] == row.Filename) & (rows["sample_id"] == sample_id)]
+        assert len(match) == 1
+        assert match.iloc[0]["depth_xmin"] == int(row.Xmin)  # its own box, not the named wound's
+        assert match["thermal_file"].notna().all()  # matched to the same wound's thermal box
+    assert len(rows) == len(depth)
+
+
+def test_box_rows_must_agree_with_their_file_on_patient_and_appointment(editable_root):
+    path = editable_root / schema.BBOX_DEPTH_CSV
+    lines = path.read_text().splitlines()
+    fields = lines[1].split(",")
+    fields[1] = f"{int(fields[1]) % 900 + 1:03d}"
+    lines[1] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"line 2, column 'Patient#'.*disagrees with file name"):
+        load_cohort(editable_root)
