@@ -39,7 +39,14 @@ Storage = Annotated[str, typer.Option(
     "--storage", envvar="DFU_STORAGE",
     help="where sweeps live: a folder, file://, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX")]
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output only")]
-Jobs = Annotated[int, typer.Option("--jobs", help="forest threads; -1 = all cores (no Ray here)")]
+def _check_jobs(value: int) -> int:
+    if value == 0 or value < -1:
+        raise typer.BadParameter("use -1 (all cores) or a positive number of threads")
+    return value
+
+
+Jobs = Annotated[int, typer.Option("--jobs", callback=_check_jobs,
+                                   help="forest threads; -1 = all cores (no Ray here)")]
 CacheDir = Annotated[str, typer.Option(
     "--cache-dir", envvar="DFU_CACHE_DIR",
     help="artifact cache (crops, forest outputs, pretrained branches): a folder or a URI")]
@@ -194,7 +201,7 @@ def _emit_json(data) -> None:
 def data_synth(
     out_dir: Annotated[Path, typer.Argument(help="folder to write the cohort into")],
     patients: Annotated[int, typer.Option(min=3, max=999)] = 120,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
     meta_signal: Annotated[float, typer.Option(help="strength of the phase in metadata")] = 1.0,
     image_signal: Annotated[float, typer.Option(help="strength of the phase in images")] = 1.0,
     images: Annotated[bool, typer.Option(help="write image folders and boxes")] = True,

@@ -9,6 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dfu_train.cli import app
+from dfu_train.sweep import store
 from dfu_train.sweep.launch import plan_sweep, run_sweep
 from dfu_train.sweep.report import trial_curves, write_report
 from dfu_train.sweep.space import parse_sweep
@@ -152,4 +153,9 @@ def test_mlflow_file_store_and_tensorboard_receive_the_sweep(local_ray, syntheti
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 2  # one MLflow run per trial (config x fold)
     assert all("val_qwk" in run.data.metrics and "progress" in run.data.metrics for run in runs)
+    recorded = sorted(round(r["metrics"]["qwk"], 6) for r in store.read_fold_results(
+        store.storage_path(tmp_path / "s") / "tracked"))
+    assert sorted(round(run.data.metrics["final_qwk"], 6) for run in runs) == recorded
+    assert all("final_macro_f1" in run.data.metrics and "final_f1_R" in run.data.metrics
+               for run in runs)
     assert list((tmp_path / "s" / "tracked" / "tune").glob("*/events.out.tfevents.*"))

@@ -121,7 +121,7 @@ def test_a_trial_no_node_can_hold_is_refused_before_tune_starts(local_ray, tmp_p
         result = _cli("sweep", "run", _sweep_file(tmp_path, name, resources=resources),
                       "--data-root", synthetic_root, "--storage", storage)
         assert result.exit_code == 2, result.output
-        assert asked in result.stderr and "no node can hold it" in result.stderr
+        assert asked in result.stderr and "no node of the cluster can hold it" in result.stderr
         assert "Traceback" not in result.output
         assert not (storage / name / store.MANIFEST).exists()
 

@@ -271,10 +271,11 @@ def check_cluster_fits(spec: SweepSpec, nodes: list[dict[str, float]]) -> None:
         if not driver or fits(driver[0], left) or any(
                 fits(driver[0], other) for j, other in enumerate(nodes) if j != i):
             return
-    asked = " + ".join(_resources_text(d) for d in (worker, *driver))
-    have = "; ".join(_resources_text(n, keys=("CPU", "GPU", *driver[0])) if driver
-                     else _resources_text(n, keys=("CPU", "GPU")) for n in nodes) or "no nodes"
-    raise ConfigError(f"a trial asks for {asked} on the cluster's nodes, but no node can hold it "
+    asked = f"{_resources_text(worker)} for its worker" + (
+        f" and {_resources_text(driver[0])} for its Train driver" if driver else "")
+    keys = ("CPU", "GPU", *(driver[0] if driver else ()))
+    have = "; ".join(_resources_text(n, keys=keys) for n in nodes) or "no nodes"
+    raise ConfigError(f"a trial asks for {asked}, but no node of the cluster can hold it "
                       f"(nodes: {have}); lower resources.cpus_per_trial / gpus_per_trial or run "
                       "on a cluster that has them")
 

@@ -197,7 +197,9 @@ def planned_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
 
 def _experiment_trials(tune_dir: Location, finished: set,
                        seen: dict[str, Any] | None) -> list[dict]:
-    states = sorted(tune_dir.glob("experiment_state-*.json"), key=Location.mtime)
+    # Each Tune session (a run, then each resume) writes its own file, named by its start time;
+    # modification times of two sessions often fall in the same second.
+    states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: (p.name, p.mtime()))
     if not states:
         return []
     try:
