@@ -19,7 +19,7 @@ import time
 
 from dfu_train import location
 from dfu_train.location import Location
-from dfu_train.sweep import store
+from dfu_train.results import store
 
 
 def fake_record(index: int, samples: int) -> dict:

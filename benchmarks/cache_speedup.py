@@ -21,10 +21,10 @@ import ray
 
 from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
 from dfu_train.sweep.launch import plan_sweep, run_sweep
-from dfu_train.sweep.leaderboard import build_leaderboard, trial_table
+from dfu_train.results.leaderboard import build_leaderboard, trial_table
 from dfu_train.sweep.local_ray import start_local_ray
 from dfu_train.sweep.space import parse_sweep
-from dfu_train.sweep.store import read_fold_results
+from dfu_train.results.store import read_fold_results
 
 
 def sweep_file(cache: bool, args) -> dict:

@@ -92,7 +92,7 @@ def _run_watched(plan, *, address: str | None, mode: str, mlflow: str | None = N
     from rich.live import Live
 
     from dfu_train.sweep.launch import create_trackers, run_sweep
-    from dfu_train.sweep.progress import ProgressWatcher
+    from dfu_train.results.progress import ProgressWatcher
 
     run = functools.partial(_interruptible, run_sweep, plan, address=address,
                             trackers=create_trackers(plan.name, mlflow=mlflow,
@@ -128,7 +128,7 @@ def _run_watched(plan, *, address: str | None, mode: str, mlflow: str | None = N
 def _interruptible(run_sweep, plan, **options) -> dict:
     """Run the sweep and say how it ended (`store.experiment_outcome`). Tune ends a run at the
     first Ctrl-C after saving its state; a second one reaches here as KeyboardInterrupt."""
-    from dfu_train.sweep import store
+    from dfu_train.results import store
 
     try:
         run_sweep(plan, **options)
@@ -184,7 +184,7 @@ def _finish(sweep_dir, mode: str, *, top: int = 10) -> None:
     if mode == "quiet":
         return
     if mode == "json":
-        from dfu_train.sweep.leaderboard import build_leaderboard, query
+        from dfu_train.results.leaderboard import build_leaderboard, query
 
         board = query(build_leaderboard(sweep_dir), top=top, include_partial=True)
         typer.echo(board.to_json(orient="records", indent=1))
@@ -323,8 +323,8 @@ def cv_command(
     done = on_fold = None
     screening = None
     if sweep is not None:
-        from dfu_train.sweep import store
-        from dfu_train.sweep.confirm import check_confirmation
+        from dfu_train.results import store
+        from dfu_train.results.confirm import check_confirmation
 
         if fold_seeds is None:
             raise ConfigError("--sweep confirms on fresh fold seeds: pass --fold-seeds, e.g. "
@@ -435,7 +435,7 @@ def sweep_resume(
     """Continue a sweep after a crash or Ctrl-C: finished folds are kept, the rest continue."""
     from dfu_train.sweep.launch import plan_sweep
     from dfu_train.sweep.space import parse_sweep
-    from dfu_train.sweep.store import read_manifest, resolve_sweep
+    from dfu_train.results.store import read_manifest, resolve_sweep
 
     _check_mode(progress)
     sweep_dir = resolve_sweep(name, storage=storage)
@@ -463,7 +463,7 @@ def sweep_promote(
     """Run the top screened configs on every fold (and extra fold seeds) into the same sweep.
     Recorded folds are not re-run; running the same promotion again continues it."""
     from dfu_train.sweep.launch import plan_promotion
-    from dfu_train.sweep.store import resolve_sweep
+    from dfu_train.results.store import resolve_sweep
 
     _check_mode(progress)
     seeds = tuple(_parse_seeds(fold_seeds)) if fold_seeds else ()
@@ -484,35 +484,21 @@ def sweep_status(
     as_json: AsJson = False,
 ) -> None:
     """Trial counts (finished, running, pending, pruned, error) and the current best config."""
-    from dfu_train.sweep.leaderboard import build_leaderboard, query
-    from dfu_train.sweep.store import read_manifest, read_trial_states, resolve_sweep
+    from dfu_train.results.leaderboard import sweep_status
+    from dfu_train.results.store import resolve_sweep
 
-    sweep_dir = resolve_sweep(name, storage=storage)
-    manifest = read_manifest(sweep_dir)
-    trials = read_trial_states(sweep_dir)
-    counts = {s: sum(t["status"] == s for t in trials)
-              for s in ("finished", "running", "pending", "pruned", "error")}
-    spec = manifest["spec"]
-    proposed = spec["search"]["algorithm"] == "optuna"
-    counts["planned"] = ((spec["search"]["num_samples"] if proposed else len(manifest["configs"]))
-                         * len(manifest["folds"])
-                         + sum(len(p["configs"]) * len(p["fold_seeds"]) * len(p["folds"])
-                               for p in manifest.get("promotions", [])))
-    board = query(build_leaderboard(sweep_dir), include_partial=True)
-    best = None if board.empty or board.iloc[0]["qwk_mean"] != board.iloc[0]["qwk_mean"] else {
-        k: board.iloc[0][k] for k in ("config_id", "qwk_mean", "qwk_std", "folds_done",
-                                      "folds_total")}
+    status = sweep_status(resolve_sweep(name, storage=storage))
     if as_json:
-        _emit_json({"sweep": sweep_dir.name, "trials": counts, "best": best,
-                    "errors": [t for t in trials if t["status"] == "error"]})
+        _emit_json(status)
         return
-    out.print(f"sweep {sweep_dir.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    out.print(f"sweep {status['sweep']}: " + ", ".join(f"{v} {k}"
+                                                     for k, v in status["trials"].items()))
+    best = status["best"]
     if best:
         out.print(f"best so far: {best['config_id']} qwk {_fmt(best['qwk_mean'])} ± "
                   f"{_fmt(best['qwk_std'])} ({best['folds_done']}/{best['folds_total']} folds)")
-    for trial in trials:
-        if trial["status"] == "error":
-            out.print(f"error in config {trial['config_id']} fold {trial['fold']}: {trial['error']}")
+    for trial in status["errors"]:
+        out.print(f"error in config {trial['config_id']} fold {trial['fold']}: {trial['error']}")
 
 
 @sweep_app.command("schema")
@@ -555,9 +541,9 @@ def leaderboard_command(
                             "best-covered ones instead of after them")] = False,
 ) -> None:
     """Configs ranked by mean QWK over folds (read offline from the sweep folder)."""
-    from dfu_train.sweep.leaderboard import (build_leaderboard, compare_to_baseline, query,
+    from dfu_train.results.leaderboard import (build_leaderboard, compare_to_baseline, query,
                                              trial_table)
-    from dfu_train.sweep.store import (read_manifest, recorded_config, resolve_sweep,
+    from dfu_train.results.store import (read_manifest, recorded_config, resolve_sweep,
                                        write_json_atomic)
 
     if fmt not in ("table", "csv", "json", "parquet"):
@@ -611,7 +597,7 @@ def _write_frame(frame, fmt: str, out_file: Path | None, *, title: str = "") -> 
 
 
 def _print_board(sweep_dir, *, top: int) -> None:
-    from dfu_train.sweep.leaderboard import build_leaderboard, query
+    from dfu_train.results.leaderboard import build_leaderboard, query
 
     _board_table(query(build_leaderboard(sweep_dir), top=top, include_partial=True),
                  sweep_dir.name)
@@ -655,7 +641,7 @@ CacheName = Annotated[Optional[str], typer.Argument(
 def _cache_at(storage: str, cache_dir: str | None):
     from dfu_train.cache import ArtifactCache
 
-    from dfu_train.sweep.store import CACHE_DIR, storage_path
+    from dfu_train.results.store import CACHE_DIR, storage_path
 
     return ArtifactCache(cache_dir or str(storage_path(storage) / CACHE_DIR))
 
@@ -727,8 +713,8 @@ def report_command(
 ) -> None:
     """Plots and a self-contained index.html: top configs over folds, fusion vs metadata,
     learning curves with ASHA stops, parameters, importance, the best config's errors."""
-    from dfu_train.sweep.report import write_report
-    from dfu_train.sweep.store import resolve_sweep
+    from dfu_train.results.report import write_report
+    from dfu_train.results.store import resolve_sweep
 
     sweep_dir = resolve_sweep(name, storage=storage)
     figures = write_report(sweep_dir, out_dir, top=top)

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from dfu_train.sweep import store
+from dfu_train.results import store
 
 
 def test_a_full_disk_while_writing_a_record_leaves_the_earlier_one_intact(tmp_path, monkeypatch):

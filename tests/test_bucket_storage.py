@@ -20,7 +20,7 @@ from moto import server as moto_server
 
 from dfu_train.errors import ConfigError
 from dfu_train.location import Location, read_all
-from dfu_train.sweep import store
+from dfu_train.results import store
 
 BUCKET = "dfu-sweeps"
 

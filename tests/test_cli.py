@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dfu_train.cli import app
-from dfu_train.sweep import store
+from dfu_train.results import store
 from dfu_train.sweep.launch import plan_sweep, write_manifest
 from dfu_train.sweep.space import parse_sweep
 from dfu_train.training.fold import run_fold
@@ -151,6 +151,34 @@ def test_export_best_round_trips_through_cv(finished_sweep, tmp_path, synthetic_
     payload = json.loads(cv.stdout)
     assert payload["config_id"] == top["config_id"]
     assert payload["qwk_mean"] == pytest.approx(top["qwk_mean"], abs=1e-4)
+
+
+def test_the_results_package_imports_neither_ray_nor_torch():
+    for path in (PACKAGE / "results").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in ("ray", "torch", "torchvision"), path
+
+
+def test_read_only_commands_load_neither_ray_nor_torch(finished_sweep, tmp_path):
+    """`leaderboard` and `sweep status` answer in a fresh process without importing Ray or torch
+    (they take seconds to import)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, runpy\nsys.argv = ['dfu', *sys.argv[1:]]\ntry:\n"
+             "    runpy.run_module('dfu_train.cli', run_name='__main__')\n"
+             "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+             "print(sorted(m for m in ('ray', 'torch') if m in sys.modules), file=sys.stderr)")
+    storage = str(tmp_path / "results")
+    for args in (["leaderboard", "done", "--storage", storage],
+                 ["sweep", "status", "done", "--storage", storage, "--json"]):
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == "[]", (args, done.stderr[-500:])
 
 
 def test_nothing_below_the_sweep_layer_imports_ray():

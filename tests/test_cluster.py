@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dfu_train.sweep import store
+from dfu_train.results import store
 from dfu_train.sweep.launch import create_trainable, max_concurrent_trials, plan_sweep, run_sweep
 from dfu_train.sweep.space import parse_sweep
 

@@ -9,9 +9,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dfu_train.cli import app
-from dfu_train.sweep import store
+from dfu_train.results import store
 from dfu_train.sweep.launch import plan_sweep, run_sweep
-from dfu_train.sweep.report import trial_curves, write_report
+from dfu_train.results.report import trial_curves, write_report
 from dfu_train.sweep.space import parse_sweep
 
 pytestmark = pytest.mark.ray
@@ -77,7 +77,7 @@ def test_dfu_report_command_and_its_refusals(finished_sweep, tmp_path):
 
 
 def test_progress_snapshot_of_a_finished_sweep_counts_every_trial(finished_sweep):
-    from dfu_train.sweep.progress import snapshot
+    from dfu_train.results.progress import snapshot
 
     sweep_dir, _ = finished_sweep
     snap = snapshot(sweep_dir, experiment="tune", planned=12, started=0.0)
@@ -91,7 +91,7 @@ def test_progress_polls_read_each_fold_record_and_trial_params_once(finished_swe
     import shutil
     from pathlib import Path
 
-    from dfu_train.sweep.progress import snapshot
+    from dfu_train.results.progress import snapshot
 
     sweep_dir = Path(shutil.copytree(str(finished_sweep[0]), tmp_path / "copy"))
     seen: dict = {}

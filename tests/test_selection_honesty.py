@@ -12,8 +12,8 @@ from scipy.stats import ttest_rel
 from typer.testing import CliRunner
 
 from dfu_train.cli import app
-from dfu_train.sweep import store
-from dfu_train.sweep.leaderboard import build_leaderboard, compare_to_baseline, query
+from dfu_train.results import store
+from dfu_train.results.leaderboard import build_leaderboard, compare_to_baseline, query
 
 runner = CliRunner()
 

@@ -14,9 +14,9 @@ import psutil
 import pytest
 import yaml
 
-from dfu_train.sweep import store
+from dfu_train.results import store
 from dfu_train.sweep.launch import plan_sweep, run_sweep
-from dfu_train.sweep.leaderboard import build_leaderboard
+from dfu_train.results.leaderboard import build_leaderboard
 from dfu_train.sweep.space import parse_sweep
 
 pytestmark = pytest.mark.ray
@@ -248,7 +248,7 @@ def test_promote_runs_the_screened_best_on_all_folds_and_extra_seeds(local_ray, 
 def test_trials_of_a_fusion_sweep_share_forest_and_branch_and_record_their_timing(
         local_ray, tmp_path, synthetic_root, cohort):
     from dfu_train.config import TrialConfig
-    from dfu_train.sweep.leaderboard import trial_table
+    from dfu_train.results.leaderboard import trial_table
     from dfu_train.training.fold import run_fold
 
     spec = parse_sweep({

@@ -103,7 +103,7 @@ def test_a_recorded_sweep_is_recognised_after_an_upgrade_and_a_different_one_ref
     with the default filled in: run and resume go on. Another sweep under the name is refused."""
     import json
 
-    from dfu_train.sweep import store
+    from dfu_train.results import store
     from dfu_train.sweep.launch import write_manifest
 
     spec = parse_sweep({"name": "upgraded", "space": {"seed": {"grid": [0, 1]}}})

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from dfu_train.cli import app
 from dfu_train.data import schema
-from dfu_train.sweep import store
+from dfu_train.results import store
 
 pytestmark = pytest.mark.ray
 runner = CliRunner()

@@ -1,1 +1,1 @@
-"""The thin Ray layer: sweep files, the Tune trainable, launching, and offline leaderboards."""
+"""The thin Ray layer: sweep files, the Tune trainable, planning and launching."""

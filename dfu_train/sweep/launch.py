@@ -30,7 +30,7 @@ from dfu_train.data.cohort import Cohort, load_cohort
 from dfu_train.data.folds import check_fold_count
 from dfu_train.errors import ConfigError, DataError
 from dfu_train.location import Location
-from dfu_train.sweep import store
+from dfu_train.results import store
 from dfu_train.sweep.local_ray import connect_ray, start_local_ray
 from dfu_train.sweep.reservations import ReleaseOrphanedReservations
 from dfu_train.sweep.space import (SweepSpec, expand_configs, longest_values, parse_sweep,
@@ -138,7 +138,7 @@ def plan_promotion(sweep_dir: Location, *, top: int,
     """The top `top` configs of a (screening) sweep on every fold, under the sweep's fold seed
     and each of `fold_seeds`: trials of a new Tune experiment in the same sweep folder. Folds
     already recorded are not run again; the same promotion run twice continues the first."""
-    from dfu_train.sweep.leaderboard import build_leaderboard
+    from dfu_train.results.leaderboard import build_leaderboard
 
     if top < 1:
         raise ConfigError(f"--top must be at least 1 (got {top})")

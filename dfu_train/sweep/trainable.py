@@ -23,7 +23,7 @@ from dfu_train.cache import ArtifactCache
 from dfu_train.config import TrialConfig
 from dfu_train.data.cohort import load_cohort
 from dfu_train.location import Location
-from dfu_train.sweep import store
+from dfu_train.results import store
 from dfu_train.training.fold import final_report, run_fold
 from dfu_train.training.stages import FoldCheckpoint
 

@@ -94,6 +94,17 @@ def recorded_config(sweep_dir: Location | Path, config_id: str) -> TrialConfig:
     raise ConfigError(f"config {config_id} has no finished fold in {Location(sweep_dir).name}")
 
 
+def trial_key(tune_config: dict) -> tuple[str, int, int]:
+    """(config_id, fold seed, fold) of a Tune trial. Planned trials carry their id and config,
+    so this reads them without validating (and importing what validation needs); a config a
+    search algorithm proposed is resolved on top of the base config."""
+    if "trial" in tune_config:
+        trial = tune_config["trial"]
+        return trial["config_id"], trial["config"]["cv"]["seed"], tune_config["fold"]
+    config, _ = trial_of(tune_config)
+    return config.config_id, config.cv.seed, tune_config["fold"]
+
+
 def fold_result_path(sweep_dir: Location | Path, config_id: str, fold_seed: int,
                      fold: int, *, folder: str = FOLD_RESULTS) -> Location:
     return Location(sweep_dir) / folder / f"{config_id}-s{fold_seed}-f{fold}.json"
@@ -185,6 +196,17 @@ def promoted_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
     return plan
 
 
+def planned_trials(manifest: dict) -> int:
+    """How many trials the sweep and its promotions planned (a proposing search counts the
+    configs it will propose)."""
+    spec = manifest["spec"]
+    proposed = not manifest["configs"] and spec["search"]["algorithm"] == "optuna"
+    configs = spec["search"]["num_samples"] if proposed else len(manifest["configs"])
+    return configs * len(manifest["folds"]) + sum(
+        len(p["configs"]) * len(p["fold_seeds"]) * len(p["folds"])
+        for p in manifest.get("promotions", []))
+
+
 def planned_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
     """config_id -> the (fold seed, fold) pairs it is planned on: the sweep's own folds, plus
     every promotion's. Configs a search algorithm proposes get the sweep's folds when found."""
@@ -219,10 +241,9 @@ def _experiment_trials(tune_dir: Location, finished: set,
     trials = []
     for (trial, runtime), params in zip(entries, params_files):
         try:
-            config, _ = trial_of(params)
+            key = trial_key(params)
         except (KeyError, TypeError, ConfigError):
             continue
-        key = (config.config_id, config.cv.seed, params["fold"])
         status = _STATUS.get(trial.get("status"), "pending")
         if key in finished:
             status = "finished"

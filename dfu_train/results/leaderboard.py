@@ -10,11 +10,10 @@ import math
 import statistics
 
 import pandas as pd
-from scipy.stats import t as student_t
 
 from dfu_train.errors import ConfigError, did_you_mean
 from dfu_train.location import Location
-from dfu_train.sweep import store
+from dfu_train.results import store
 
 COLUMNS = ("config_id", "params", "folds_done", "folds_total", "complete", "fewer_folds",
            "qwk_mean", "qwk_std", "qwk_folds", "qwk_by_fold", "qwk_screen_mean",
@@ -28,17 +27,23 @@ TRIAL_COLUMNS = ("config_id", "fold_seed", "fold", "qwk", "meta_qwk", "trial_id"
                  "wall_s", "startup_s", "compute_s", "reused", "computed")
 
 
-def build_leaderboard(sweep_dir: Location) -> pd.DataFrame:
-    """One row per planned config, best first (complete configs before partial ones)."""
-    manifest = store.read_manifest(sweep_dir)
+def build_leaderboard(sweep_dir: Location, *, manifest: dict | None = None,
+                      trials: list[dict] | None = None,
+                      all_records: list[dict] | None = None) -> pd.DataFrame:
+    """One row per planned config, best first (complete configs before partial ones).
+    `manifest`, `trials` and `all_records`: what the caller has read already."""
+    manifest = store.read_manifest(sweep_dir) if manifest is None else manifest
     plan = store.planned_folds(manifest)
-    all_records = store.read_fold_results(sweep_dir)
+    if all_records is None:
+        all_records = store.read_fold_results(sweep_dir)
+    if trials is None:
+        trials = store.read_trial_states(sweep_dir, all_records)
     records = {}
     for record in all_records:
         key = (record["config_id"], record["fold_seed"], record["fold"])
         records.setdefault(key, record)  # de-duplicate: a fold counts once however often it ran
     states: dict[str, list[dict]] = {}
-    for trial in store.read_trial_states(sweep_dir, all_records):
+    for trial in trials:
         states.setdefault(trial["config_id"], []).append(trial)
     planned = {entry["config_id"]: entry["params"] for entry in manifest["configs"]}
     for (config_id, _, _), record in records.items():  # proposed by a search algorithm
@@ -105,6 +110,27 @@ def _ranked(board: pd.DataFrame, by: str, *, apart: bool = True) -> pd.DataFrame
     keys = ["complete", *(["fewer_folds"] if apart else []), by]
     ascending = [False, *([True] if apart else []), by in ("wall_s", "compute_s", "qwk_std")]
     return board.sort_values(keys, ascending=ascending, na_position="last", kind="stable")
+
+
+def sweep_status(sweep_dir: Location) -> dict:
+    """Trial counts (finished, running, pending, pruned, error, planned), the best config so far
+    and the failed trials, from one read of the sweep folder."""
+    manifest = store.read_manifest(sweep_dir)
+    records = store.read_fold_results(sweep_dir)
+    trials = store.read_trial_states(sweep_dir, records)
+    counts = {s: sum(t["status"] == s for t in trials)
+              for s in ("finished", "running", "pending", "pruned", "error")}
+    counts["planned"] = store.planned_trials(manifest)
+    board = query(build_leaderboard(sweep_dir, manifest=manifest, trials=trials,
+                                    all_records=records), include_partial=True)
+    best = None
+    if not board.empty and board.iloc[0]["qwk_mean"] == board.iloc[0]["qwk_mean"]:
+        top = board.iloc[0]
+        best = {"config_id": top["config_id"], "qwk_mean": top["qwk_mean"],
+                "qwk_std": top["qwk_std"], "folds_done": int(top["folds_done"]),
+                "folds_total": int(top["folds_total"])}
+    return {"sweep": Location(sweep_dir).name, "trials": counts, "best": best,
+            "errors": [t for t in trials if t["status"] == "error"]}
 
 
 def trial_table(sweep_dir: Location) -> pd.DataFrame:
@@ -193,6 +219,8 @@ def corrected_ttest_p(diffs: list[float], *, test_train_ratio: float) -> float |
     variance = statistics.variance(diffs)
     if variance == 0:
         return None
+    from scipy.stats import t as student_t  # only when asked: scipy.stats takes 0.7 s to import
+
     t = statistics.fmean(diffs) / math.sqrt((1 / len(diffs) + test_train_ratio) * variance)
     return float(2 * student_t.sf(abs(t), df=len(diffs) - 1))
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from dfu_train.location import Location
-from dfu_train.sweep import store
+from dfu_train.results import store
 
 STATUSES = ("running", "pending", "finished", "pruned", "error")
 

@@ -14,7 +14,7 @@ from dfu_train.config import TrialConfig
 from dfu_train.data.cohort import load_cohort
 from dfu_train.errors import ConfigError, DataError
 from dfu_train.location import Location
-from dfu_train.sweep import store
+from dfu_train.results import store
 
 
 def check_confirmation(sweep_dir: Location, config: TrialConfig, seeds: list[int], *,

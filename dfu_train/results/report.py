@@ -27,8 +27,8 @@ from sklearn.metrics import confusion_matrix, f1_score  # noqa: E402
 from dfu_train.data.schema import CLASS_NAMES  # noqa: E402
 from dfu_train.errors import ConfigError  # noqa: E402
 from dfu_train.location import Location, read_all  # noqa: E402
-from dfu_train.sweep import store  # noqa: E402
-from dfu_train.sweep.leaderboard import build_leaderboard, query  # noqa: E402
+from dfu_train.results import store  # noqa: E402
+from dfu_train.results.leaderboard import build_leaderboard, query  # noqa: E402
 
 DPI = 110
 PALETTE = [f"C{i}" for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # tab10 without its grey
