@@ -119,3 +119,28 @@ def test_a_recorded_sweep_is_recognised_after_an_upgrade_and_a_different_one_ref
     other = parse_sweep({"name": "upgraded", "space": {"seed": {"grid": [0, 1, 2]}}})
     with pytest.raises(ConfigError, match="already holds a different sweep"):
         write_manifest(plan_sweep(other, data_root=synthetic_root, storage=tmp_path))
+
+
+def test_search_algorithms_and_schedulers_come_from_their_registries():
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from dfu_train.sweep.search import SCHEDULERS, SEARCHERS
+
+    with pytest.raises(ConfigError, match=r"unknown search algorithm 'optna'.*did you mean "
+                                          r"'optuna'.*choose from random, grid, optuna-tpe"):
+        parse_sweep({"search": {"algorithm": "optna"}})
+    with pytest.raises(ConfigError, match=r"unknown scheduler 'hyperband'.*choose from none, asha"):
+        parse_sweep({"scheduler": {"type": "hyperband"}})
+    space = {"forest.n_estimators": {"choice": [10, 20]}}
+    for name in ("optuna", "optuna-tpe"):
+        spec = parse_sweep({"search": {"algorithm": name, "num_samples": 3},
+                            "cv": {"run_folds": [0]}, "space": space})
+        assert spec.search.searcher.proposes
+        assert isinstance(spec.search.searcher.build(spec.search.seed), OptunaSearch)
+        with pytest.raises(ConfigError, match=f"search.algorithm {name} proposes one config"):
+            parse_sweep({"search": {"algorithm": name}, "space": space})
+    assert not any(SEARCHERS[n].proposes for n in ("grid", "random"))
+    built = {name: parse_sweep({"scheduler": {"type": name}}).scheduler.build(20)
+             for name in SCHEDULERS}
+    assert isinstance(built["asha"], ASHAScheduler) and isinstance(built["none"], FIFOScheduler)

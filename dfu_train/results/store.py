@@ -199,9 +199,8 @@ def promoted_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
 def planned_trials(manifest: dict) -> int:
     """How many trials the sweep and its promotions planned (a proposing search counts the
     configs it will propose)."""
-    spec = manifest["spec"]
-    proposed = not manifest["configs"] and spec["search"]["algorithm"] == "optuna"
-    configs = spec["search"]["num_samples"] if proposed else len(manifest["configs"])
+    # A sweep whose search proposes its configs records none in its manifest.
+    configs = len(manifest["configs"]) or manifest["spec"]["search"]["num_samples"]
     return configs * len(manifest["folds"]) + sum(
         len(p["configs"]) * len(p["fold_seeds"]) * len(p["folds"])
         for p in manifest.get("promotions", []))

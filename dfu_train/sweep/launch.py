@@ -22,7 +22,6 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from dfu_train.config import TrialConfig
 from dfu_train.data.check import check_images
@@ -63,7 +62,7 @@ class SweepPlan:
     def proposes(self) -> bool:
         """True when a search algorithm proposes the configs while the sweep runs; `configs`
         are then random draws that validated the space."""
-        return self.spec.search.algorithm == "optuna" and self.experiment == store.TUNE_DIR
+        return self.spec.search.searcher.proposes and self.experiment == store.TUNE_DIR
 
     @property
     def n_configs(self) -> int:
@@ -299,21 +298,6 @@ def local_cpus(spec: SweepSpec) -> int:
     return cores
 
 
-def create_scheduler(spec: SweepSpec, *, schedule_length: int):
-    """ASHA on the monotonic `progress` counter, or FIFO; `training_iteration` resets on restore.
-
-    `max_t` lies one step past the full schedule: a trial that completes its schedule ends by
-    itself. Were ASHA to stop it at `max_t`, Tune would kill the trial's driver while its
-    TorchTrainer still holds the worker's placement group, and that reservation would leak.
-    """
-    if spec.scheduler.type == "none" or schedule_length <= 1:
-        return FIFOScheduler()  # a single report leaves ASHA nothing to stop early
-    max_t = schedule_length + 1
-    return ASHAScheduler(time_attr="progress", max_t=max_t,
-                         grace_period=min(spec.scheduler.grace_period, max_t - 1),
-                         reduction_factor=spec.scheduler.reduction_factor)
-
-
 def create_trackers(name: str, *, mlflow: str | None = None,
                     tensorboard: bool = False) -> list:
     """Ray's experiment-tracker callbacks: MLflow (runs per trial under experiment `name`, at
@@ -371,7 +355,7 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
                     metric="val_qwk", mode="max",
                     num_samples=plan.n_configs if plan.proposes else 1,
                     search_alg=create_search(plan), max_concurrent_trials=concurrency,
-                    scheduler=create_scheduler(plan.spec, schedule_length=plan.schedule_length),
+                    scheduler=plan.spec.scheduler.build(plan.schedule_length),
                     trial_dirname_creator=_trial_dirname,
                     # Inline trials run in the same kind of actor: reusing it saves a process
                     # start and the imports per trial. A Train trial's actor owns a
@@ -414,9 +398,7 @@ def create_search(plan: SweepPlan):
     expanded before Ray started (grid, random, and every promotion, whatever searched first)."""
     if not plan.proposes:
         return None
-    from ray.tune.search.optuna import OptunaSearch
-
-    return OptunaSearch(seed=plan.spec.search.seed)
+    return plan.spec.search.searcher.build(plan.spec.search.seed)
 
 
 class _DropRestoreHint(logging.Filter):

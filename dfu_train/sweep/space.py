@@ -22,6 +22,7 @@ from ray import tune
 
 from dfu_train.config import MAX_SEED, TrialConfig
 from dfu_train.errors import ConfigError, did_you_mean
+from dfu_train.sweep.search import SCHEDULERS, SEARCHERS, Searcher, registered
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
 
@@ -58,20 +59,39 @@ class CVSection(_Section):
 
 
 class SearchSection(_Section):
-    """grid and random are expanded before Ray starts; optuna (Ray's OptunaSearch, TPE) proposes
-    each config from the results so far, so it screens on one fold."""
+    """grid and random are expanded before Ray starts; optuna-tpe (Ray's OptunaSearch, TPE;
+    `optuna` names it too) proposes each config from the results so far, so it screens on one
+    fold. The algorithms are the entries of `sweep.search.SEARCHERS`."""
 
-    algorithm: Literal["random", "grid", "optuna"] = "random"
+    algorithm: str = Field("random", description=", ".join(SEARCHERS))
     num_samples: int = Field(1, ge=1, le=10_000, description="random draws per grid point "
-                             "(optuna: configs to propose)")
+                             "(a proposing search: configs to propose)")
     seed: int = Field(0, ge=0, le=MAX_SEED,
                       description="seed of the draws: the same file gives the same configs")
 
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, value):
+        return registered(value, SEARCHERS, "search algorithm")
+
+    @property
+    def searcher(self) -> Searcher:
+        return SEARCHERS[self.algorithm]
+
 
 class SchedulerSection(_Section):
-    type: Literal["asha", "none"] = Field("asha", description="ASHA on `progress`, or none")
+    type: str = Field("asha", description=", ".join(SCHEDULERS))
     grace_period: int = Field(1, ge=1, description="progress steps before ASHA may stop a trial")
     reduction_factor: float = Field(2.0, gt=1, description="1/this of the trials go on per rung")
+
+    @field_validator("type")
+    @classmethod
+    def _known_scheduler(cls, value):
+        return registered(value, SCHEDULERS, "scheduler")
+
+    def build(self, schedule_length: int):
+        """Ray's scheduler for trials of at most `schedule_length` progress steps."""
+        return SCHEDULERS[self.type].build(self, schedule_length)
 
 
 class ResourcesSection(_Section):
@@ -125,10 +145,12 @@ class SweepSpec(_Section):
         return value
 
     @model_validator(mode="after")
-    def _optuna_screens_one_fold(self):
-        if self.search.algorithm == "optuna" and len(self.cv.folds()) != 1:
-            raise ValueError("search.algorithm optuna proposes one config per trial: screen on one "
-                             "fold (cv.run_folds: [0]) and `dfu sweep promote` the best to all folds")
+    def _searcher_accepts_the_space(self):
+        domains = {k: _domain(k, v) for k, v in self.space.items()}
+        self.search.searcher.check(
+            self.search.algorithm, grid=sorted(k for k, d in domains.items() if isinstance(d, list)),
+            random=sorted(k for k, d in domains.items() if not isinstance(d, list)),
+            folds=len(self.cv.folds()))
         if self.resources.gpus_per_trial > 0 and not self.resources.use_train:
             raise ValueError("resources.gpus_per_trial needs resources.use_train: true")
         return self
@@ -202,20 +224,14 @@ def _domain(dotted: str, spec: Any):
 def expand_configs(spec: SweepSpec) -> list[tuple[TrialConfig, dict[str, Any]]]:
     """Distinct (config, sampled params) pairs in a reproducible order; each is validated.
 
-    With optuna the configs are proposed while the sweep runs; these are `num_samples` random
-    draws from the same space, made to validate it before Ray starts."""
+    With a proposing search the configs are proposed while the sweep runs; these are
+    `num_samples` random draws from the same space, made to validate it before Ray starts."""
     base = spec.base_config()
     domains = search_domains(spec)
     grid = {k: v for k, v in domains.items() if isinstance(v, list)}
     random = {k: v for k, v in domains.items() if not isinstance(v, list)}
-    if spec.search.algorithm == "grid" and random:
-        raise ConfigError(f"search.algorithm grid needs grid values only; "
-                          f"{sorted(random)[0]!r} is a random distribution")
-    if spec.search.algorithm == "optuna" and grid:
-        raise ConfigError(f"search.algorithm optuna cannot take grid values ({sorted(grid)[0]!r}); "
-                          "use choice")
     rng = np.random.default_rng(spec.search.seed)
-    draws = 1 if spec.search.algorithm == "grid" else spec.search.num_samples
+    draws = 1 if spec.search.searcher.grid_only else spec.search.num_samples
     configs: dict[str, tuple[TrialConfig, dict[str, Any]]] = {}
     for point in itertools.product(*grid.values()):
         for _ in range(draws):

@@ -1,0 +1,106 @@
+"""Registries of search algorithms and schedulers, like the backbone and fusion-head ones.
+
+Each entry says what it accepts of a sweep file (checked before Ray starts) and builds its Ray
+object; adding a search algorithm or a scheduler is adding one entry. Ray's modules are imported
+only when an entry builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from dfu_train.errors import did_you_mean
+
+
+@dataclass(frozen=True)
+class Searcher:
+    """How a search algorithm treats the `space`.
+
+    `proposes`: it proposes each config while the sweep runs (from the results so far), so the
+    sweep screens on one fold, the space holds no grid values, and `build(seed)` makes the Ray
+    searcher. Otherwise the configs are expanded before Ray starts: every grid point crossed
+    with `num_samples` random draws, or (`grid_only`) the grid alone.
+    """
+
+    description: str
+    proposes: bool = False
+    grid_only: bool = False
+    build: Callable[[int], Any] | None = None
+
+    def check(self, name: str, *, grid: list[str], random: list[str], folds: int) -> None:
+        """Raise ValueError naming what of the sweep file this algorithm cannot take."""
+        if self.grid_only and random:
+            raise ValueError(f"search.algorithm {name} needs grid values only; "
+                             f"{random[0]!r} is a random distribution")
+        if self.proposes and grid:
+            raise ValueError(f"search.algorithm {name} cannot take grid values ({grid[0]!r}); "
+                             "use choice")
+        if self.proposes and folds != 1:
+            raise ValueError(f"search.algorithm {name} proposes one config per trial: screen on "
+                             "one fold (cv.run_folds: [0]) and `dfu sweep promote` the best to "
+                             "all folds")
+
+
+def _optuna_tpe(seed: int):
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(seed=seed)
+
+
+_OPTUNA_TPE = Searcher("Optuna's TPE through Ray's OptunaSearch: proposes each config from the "
+                       "results so far", proposes=True, build=_optuna_tpe)
+
+SEARCHERS = MappingProxyType({
+    "random": Searcher("num_samples random draws per grid point, made before Ray starts"),
+    "grid": Searcher("every combination of the grid values", grid_only=True),
+    "optuna-tpe": _OPTUNA_TPE,
+    "optuna": _OPTUNA_TPE,  # the name earlier sweep files use
+})
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """A trial scheduler; `build(section, schedule_length)` makes Ray's."""
+
+    description: str
+    build: Callable[[Any, int], Any]
+
+
+def _fifo(section, schedule_length: int):
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
+
+
+def _asha(section, schedule_length: int):
+    """ASHA on the monotonic `progress` counter (`training_iteration` resets on restore).
+
+    `max_t` lies one step past the full schedule: a trial that completes its schedule ends by
+    itself. Were ASHA to stop it at `max_t`, Tune would kill the trial's driver while its
+    TorchTrainer still holds the worker's placement group, and that reservation would leak.
+    """
+    from ray.tune.schedulers import ASHAScheduler
+
+    if schedule_length <= 1:
+        return _fifo(section, schedule_length)  # a single report leaves nothing to stop early
+    max_t = schedule_length + 1
+    return ASHAScheduler(time_attr="progress", max_t=max_t,
+                         grace_period=min(section.grace_period, max_t - 1),
+                         reduction_factor=section.reduction_factor)
+
+
+SCHEDULERS = MappingProxyType({
+    "none": Scheduler("every trial runs its whole schedule (FIFO)", _fifo),
+    "asha": Scheduler("ASHA on `progress`: stops trials that trail at each rung", _asha),
+})
+
+
+def registered(value: str, registry, kind: str) -> str:
+    """`value` if the registry has it, else a ValueError listing the choices."""
+    if value not in registry:
+        raise ValueError(f"unknown {kind} {value!r}{did_you_mean(value, registry)}; choose from "
+                         f"{', '.join(registry)}")
+    return value
