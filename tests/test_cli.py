@@ -207,3 +207,12 @@ def test_fusion_cv_runs_on_frames_that_show_several_wounds(synthetic_root, tmp_p
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert len(summary["folds"]) == 2 and summary["qwk_mean"] is not None
+
+
+def test_help_has_a_short_flag_and_the_version_prints():
+    from dfu_train import __version__
+
+    short = _invoke("sweep", "run", "-h")
+    assert short.exit_code == 0 and "--data-root" in short.stdout
+    version = _invoke("--version")
+    assert version.exit_code == 0 and version.stdout.strip() == f"dfu {__version__}"

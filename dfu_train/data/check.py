@@ -7,8 +7,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from dfu_train.data import schema
-from dfu_train.data.cohort import Cohort
-from dfu_train.errors import DataError
+from dfu_train.data.cohort import Cohort, load_cohort
+from dfu_train.data.folds import check_fold_count
+from dfu_train.errors import ConfigError, DataError
 
 
 def check_images(cohort: Cohort, modalities=None) -> dict[str, int]:
@@ -67,3 +68,26 @@ def summarize(cohort: Cohort, image_counts: dict[str, int]) -> dict:
         "missing_share": {c: round(float(v), 3) for c, v in missing.items() if v > 0},
         "notes": list(cohort.notes),
     }
+
+
+def check_cohort_for(data_root: str | Path, *, modalities, n_folds: int,
+                     source: str = "") -> Cohort:
+    """The cohort at `data_root`, refused before any training if it lacks a modality asked for,
+    has too few patients per class for `n_folds`, or holds a broken image or box of those
+    modalities. `source` (a file name) prefixes the configuration's errors."""
+    prefix = f"{source}: " if source else ""
+    root = Path(data_root)
+    if not root.is_dir():
+        raise DataError(f"data root {root} not found; pass --data-root, set data.root in the "
+                        "sweep file, or create a synthetic cohort with `dfu data synth`")
+    cohort = load_cohort(root)
+    absent = sorted(set(modalities) - set(cohort.modalities))
+    if absent:
+        raise ConfigError(f"{prefix}modality {absent[0]!r} requested, but the cohort at {root} "
+                          f"has only {', '.join(cohort.modalities)}")
+    try:
+        check_fold_count(cohort, n_folds)
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix}{exc}") from None
+    check_images(cohort, modalities)
+    return cohort

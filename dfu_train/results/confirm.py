@@ -49,3 +49,18 @@ def check_confirmation(sweep_dir: Location, config: TrialConfig, seeds: list[int
     qwks = [r["metrics"]["qwk"] for r in records
             if (r["fold_seed"], r["fold"]) in screening and r["metrics"]["qwk"] is not None]
     return root, (round(sum(qwks) / len(qwks), 4) if qwks else None)
+
+
+class Confirmation:
+    """The confirmation folds of one config in a sweep folder: those recorded, and recording."""
+
+    def __init__(self, sweep_dir: Location, config_id: str):
+        self.sweep_dir, self.config_id = sweep_dir, config_id
+
+    def recorded(self, seed: int, fold: int) -> dict | None:
+        return store.read_fold_result(self.sweep_dir, self.config_id, seed, fold,
+                                      folder=store.CONFIRMATIONS)
+
+    def record(self, result) -> None:
+        """Write a finished fold (a FoldResult) before the next one starts."""
+        store.write_confirmation(self.sweep_dir, {**result.to_dict(), "role": "confirmation"})

@@ -24,7 +24,7 @@ import ray
 from ray import tune
 
 from dfu_train.config import TrialConfig
-from dfu_train.data.check import check_images
+from dfu_train.data.check import check_cohort_for
 from dfu_train.data.cohort import Cohort, load_cohort
 from dfu_train.data.folds import check_fold_count
 from dfu_train.errors import ConfigError, DataError
@@ -108,24 +108,11 @@ def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
     if not all(c.isalnum() or c in "-_." for c in name):
         raise ConfigError(f"sweep name {name!r}: use letters, digits, '-', '_' and '.' only")
     root = Path(data_root or spec.data.root or DEFAULT_DATA_ROOT)
-    if not root.is_dir():
-        raise DataError(f"data root {root} not found; pass --data-root, set data.root in "
-                        "the sweep file, or create a synthetic cohort with `dfu data synth`")
-    cohort = load_cohort(root)
-    try:
-        check_fold_count(cohort, spec.cv.n_folds)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
     configs = tuple(expand_configs(spec))
     requested = {m for config, _ in configs for m in config.modalities}
-    choices = spec.space.get("modalities", {})
-    for values in choices.values():  # a search algorithm may propose any listed choice
+    for values in spec.space.get("modalities", {}).values():  # a search may propose any choice
         requested.update(m for value in values for m in value)
-    absent = sorted(requested - set(cohort.modalities))
-    if absent:
-        raise ConfigError(f"{source}: modality {absent[0]!r} requested, but the cohort at "
-                          f"{root} has only {', '.join(cohort.modalities)}")
-    check_images(cohort, requested)
+    cohort = check_cohort_for(root, modalities=requested, n_folds=spec.cv.n_folds, source=source)
     storage = store.storage_path(storage)
     sweep_dir = storage / name
     _check_writable(storage)

@@ -20,7 +20,6 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from dfu_train.cache import ArtifactCache
-from dfu_train.config import TrialConfig
 from dfu_train.data.cohort import load_cohort
 from dfu_train.location import Location
 from dfu_train.results import store

@@ -1,0 +1,3 @@
+from dfu_train.cli import main
+
+main()

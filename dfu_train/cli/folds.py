@@ -1,0 +1,118 @@
+"""`dfu fold` and `dfu cv`: one fold, or cross-validation, of one config without Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import Progress, TimeElapsedColumn
+
+from dfu_train.cli.common import (DEMO_DATA, AsJson, CacheDir, DataRoot, Jobs, NoCache, Storage,
+                                  checked_cohort, emit_json, err, fmt, out, parse_seeds,
+                                  user_errors)
+from dfu_train.errors import ConfigError
+
+@user_errors
+def fold_command(
+    config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best) or 'default'")],
+    fold: Annotated[int, typer.Option("--fold", min=0)],
+    data_root: DataRoot = DEMO_DATA,
+    jobs: Jobs = -1,
+    cache_dir: CacheDir = "results/cache",
+    no_cache: NoCache = False,
+    as_json: AsJson = False,
+) -> None:
+    """Run one fold of a config, without Ray."""
+    from dfu_train.cache import ArtifactCache
+    from dfu_train.config import load_trial_config
+    from dfu_train.training.fold import run_fold
+
+    trial = load_trial_config(config)
+    cohort = checked_cohort(data_root, trial)
+    result = run_fold(trial, cohort, fold, report=_print_report, n_jobs=jobs,
+                      cache=ArtifactCache(cache_dir, enabled=not no_cache))
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        out.print(f"config {result.config_id} fold {fold}: qwk {fmt(result.qwk)}, "
+                  f"accuracy {result.metrics['accuracy']:.3f}, "
+                  f"macro F1 {result.metrics['macro_f1']:.3f}")
+
+
+def _print_report(metrics: dict, checkpoint) -> None:
+    err.print(f"  {metrics['stage']} progress {metrics['progress']}: "
+              f"val_qwk {fmt(metrics.get('val_qwk'))}")
+
+
+@user_errors
+def cv_command(
+    config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best) or 'default'")],
+    data_root: Annotated[Optional[Path], typer.Option(
+        "--data-root", envvar="DFU_DATA_ROOT",
+        help="cohort folder (default: the sweep's with --sweep, else results/demo-data)")] = None,
+    fold_seeds: Annotated[Optional[str], typer.Option(help="comma-separated fold seeds")] = None,
+    sweep: Annotated[Optional[str], typer.Option(
+        help="record the folds in this sweep as the confirmation of a config it ran "
+             "(fresh --fold-seeds; the leaderboard then shows its optimism)")] = None,
+    storage: Storage = "results",
+    jobs: Jobs = -1,
+    cache_dir: CacheDir = "results/cache",
+    no_cache: NoCache = False,
+    as_json: AsJson = False,
+) -> None:
+    """Full cross-validation of a config on every fold (and fold seed), without Ray."""
+    from dfu_train.cache import ArtifactCache
+    from dfu_train.config import load_trial_config
+    from dfu_train.training.cv import run_cv, summarize_cv
+
+    trial = load_trial_config(config)
+    seeds = parse_seeds(fold_seeds) if fold_seeds else [trial.cv.seed]
+    confirmation = screening = None
+    if sweep is not None:
+        from dfu_train.results import store
+        from dfu_train.results.confirm import Confirmation, check_confirmation
+
+        if fold_seeds is None:
+            raise ConfigError("--sweep confirms on fresh fold seeds: pass --fold-seeds, e.g. "
+                              "--fold-seeds 100,101,102")
+        sweep_dir = store.resolve_sweep(sweep, storage=storage)
+        data_root, screening = check_confirmation(sweep_dir, trial, seeds, data_root=data_root)
+        confirmation = Confirmation(sweep_dir, trial.config_id)
+    cohort = checked_cohort(data_root or DEMO_DATA, trial)
+    cache = ArtifactCache(cache_dir, enabled=not no_cache)
+    with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
+                  disable=as_json) as bar:
+        task = bar.add_task(f"config {trial.config_id}", total=len(seeds) * trial.cv.n_folds)
+
+        def recorded(seed: int, fold: int):
+            record = confirmation.recorded(seed, fold) if confirmation else None
+            if record is not None:
+                bar.advance(task)
+            return record
+
+        def finished(result) -> None:
+            if confirmation is not None:
+                confirmation.record(result)
+            if not as_json:
+                bar.console.print(f"  seed {result.fold_seed} fold {result.fold}: "
+                                  f"qwk {fmt(result.qwk)}")
+            bar.advance(task)
+
+        folds = run_cv(trial, cohort, seeds=seeds, n_jobs=jobs, cache=cache, done=recorded,
+                       on_fold=finished)
+    summary = summarize_cv(trial, seeds, folds)
+    if screening is not None:
+        summary["sweep"] = sweep
+        summary["qwk_screen_mean"] = screening
+        summary["optimism"] = (None if summary["qwk_mean"] is None or screening is None
+                               else round(screening - summary["qwk_mean"], 4))
+    if as_json:
+        emit_json(summary)
+        return
+    out.print(f"config {trial.config_id}: qwk {fmt(summary['qwk_mean'])} +/- "
+              f"{fmt(summary['qwk_std'])} over {len(folds)} folds")
+    if screening is not None:
+        out.print(f"sweep {sweep}: screened {fmt(screening)}, confirmed "
+                  f"{fmt(summary['qwk_mean'])}: optimism {fmt(summary['optimism'])} "
+                  f"(recorded; see `dfu leaderboard {sweep}`)")

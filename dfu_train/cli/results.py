@@ -1,0 +1,142 @@
+"""`dfu leaderboard` and `dfu report`: read a sweep folder (no Ray, no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from dfu_train.cli.common import Storage, SweepName, err, fmt, out, user_errors
+from dfu_train.errors import ConfigError
+
+@user_errors
+def leaderboard_command(
+    name: SweepName,
+    storage: Storage = "results",
+    top: Annotated[Optional[int], typer.Option(min=1)] = None,
+    by: str = "qwk_mean",
+    where: Annotated[Optional[list[str]], typer.Option(help="FIELD=VALUE, repeatable")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="include partial configs")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table|csv|json|parquet")] = "table",
+    out_file: Annotated[Optional[Path], typer.Option("--out")] = None,
+    export_best: Annotated[Optional[Path], typer.Option(help="write the best config here")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="config_id to compare against, "
+                                                    "paired over shared folds")] = None,
+    trials: Annotated[bool, typer.Option(
+        "--trials", help="one row per finished fold: timing and reused artifacts")] = False,
+    any_folds: Annotated[bool, typer.Option(
+        "--any-folds", help="rank configs run on fewer folds (screened only) among the "
+                            "best-covered ones instead of after them")] = False,
+) -> None:
+    """Configs ranked by mean QWK over folds (read offline from the sweep folder)."""
+    from dfu_train.results.leaderboard import (build_leaderboard, compare_to_baseline, query,
+                                             trial_table)
+    from dfu_train.results.store import (read_manifest, recorded_config, resolve_sweep,
+                                       write_json_atomic)
+
+    if fmt not in ("table", "csv", "json", "parquet"):
+        raise ConfigError(f"--format {fmt!r}: choose table, csv, json or parquet")
+    if fmt == "parquet" and out_file is None:
+        raise ConfigError("--format parquet needs --out FILE")
+    sweep_dir = resolve_sweep(name, storage=storage)
+    if trials:
+        _write_frame(trial_table(sweep_dir), fmt, out_file, title=f"trials of {sweep_dir.name}")
+        return
+    board = build_leaderboard(sweep_dir)
+    if baseline is not None:
+        n_folds = read_manifest(sweep_dir)["spec"]["cv"]["n_folds"]
+        board = compare_to_baseline(board, baseline, n_folds=n_folds)
+    board = query(board, by=by, top=top, include_partial=show_all, where=tuple(where or ()),
+                  fewer_folds_apart=not any_folds)
+    if export_best is not None:
+        if board.empty:
+            raise ConfigError("no complete config to export (see --all)")
+        best = board.iloc[0]["config_id"]
+        export = recorded_config(sweep_dir, best)
+        write_json_atomic(export_best, {"config_id": best, "config": export.to_dict()})
+        err.print(f"wrote config {best} to {export_best}; confirm it on fresh fold seeds with "
+                  f"`dfu cv {export_best} --sweep {sweep_dir.name} --fold-seeds 100,101,102`",
+                  soft_wrap=True)
+    if fmt == "table":
+        _board_table(board, sweep_dir.name)
+        return
+    _write_frame(board, fmt, out_file)
+
+
+def _write_frame(frame, fmt: str, out_file: Path | None, *, title: str = "") -> None:
+    """A DataFrame as a rich table, CSV, JSON or Parquet, to stdout or `out_file`."""
+    if fmt == "table":
+        table = Table(title=title)
+        for column in frame.columns:
+            table.add_column(column, overflow="fold")
+        for row in frame.itertuples(index=False):
+            table.add_row(*(fmt(v) if isinstance(v, float) else str(v) for v in row))
+        out.print(table)
+        return
+    if fmt == "parquet":
+        frame.to_parquet(out_file, index=False)
+        return
+    text = (frame.to_json(orient="records", indent=1) if fmt == "json"
+            else frame.to_csv(index=False))
+    if out_file is not None:
+        out_file.write_text(text, encoding="utf-8")
+    else:
+        typer.echo(text)
+
+
+def print_board(sweep_dir, *, top: int) -> None:
+    from dfu_train.results.leaderboard import build_leaderboard, query
+
+    _board_table(query(build_leaderboard(sweep_dir), top=top, include_partial=True),
+                 sweep_dir.name)
+
+
+def _board_table(board, title: str) -> None:
+    table = Table(title=f"leaderboard {title}")
+    paired = "baseline_diff" in board.columns
+    staged = board["qwk_promoted_mean"].notna().any() or board["qwk_confirmed_mean"].notna().any()
+    for column in ("#", "config", "QWK mean ± std", "folds", "meta QWK", "macro F1",
+                   *(("screened", "promoted", "confirmed", "optimism") if staged else ()),
+                   *(("Δ vs baseline (p)",) if paired else ()), "reused"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("params", overflow="fold")
+    for rank, row in enumerate(board.itertuples(index=False), start=1):
+        folds = f"{row.folds_done}/{row.folds_total}" + ("" if row.complete else " partial")
+        folds += " fewer folds" * bool(row.fewer_folds)
+        folds += f" {row.pruned} pruned" * bool(row.pruned) + f" {row.errors} error" * bool(row.errors)
+        params = ", ".join(f"{k}={v}" for k, v in row.params.items()) or "-"
+        stages = (fmt(row.qwk_screen_mean), fmt(row.qwk_promoted_mean),
+                  fmt(row.qwk_confirmed_mean) + (f" ({row.folds_confirmed} folds)"
+                                                  if row.folds_confirmed else ""),
+                  fmt(row.optimism)) if staged else ()
+        extra = (f"{fmt(row.baseline_diff)} ({fmt(row.baseline_p)})",) if paired else ()
+        table.add_row(str(rank), row.config_id, f"{fmt(row.qwk_mean)} ± {fmt(row.qwk_std)}",
+                      folds, fmt(row.meta_qwk_mean), fmt(row.macro_f1_mean), *stages, *extra,
+                      row.reused or "-", params)
+    out.print(table)
+    if paired:
+        err.print(f"Δ vs baseline: mean paired QWK difference over shared folds; p from the "
+                  f"{board['baseline_test'].iloc[0]}", soft_wrap=True)
+    if board["fewer_folds"].any():
+        err.print("configs marked 'fewer folds' were run on fewer folds than the best-covered "
+                  "ones and rank after them (--any-folds ranks them together)", soft_wrap=True)
+
+
+@user_errors
+def report_command(
+    name: SweepName,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for index.html and the PNGs")] = (
+        Path("report")),
+    storage: Storage = "results",
+    top: Annotated[int, typer.Option(min=1, help="configs in the ranking plots")] = 10,
+) -> None:
+    """Plots and a self-contained index.html: top configs over folds, fusion vs metadata,
+    learning curves with ASHA stops, parameters, importance, the best config's errors."""
+    from dfu_train.results.report import write_report
+    from dfu_train.results.store import resolve_sweep
+
+    sweep_dir = resolve_sweep(name, storage=storage)
+    figures = write_report(sweep_dir, out_dir, top=top)
+    out.print(f"wrote {out_dir / 'index.html'} with {len(figures)} plots")

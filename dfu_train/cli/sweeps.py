@@ -1,0 +1,302 @@
+"""`dfu sweep` (run, resume, promote, status, schema) and `dfu demo`: sweeps on Ray, watched."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from dfu_train.cli.common import (DEMO_DATA, Address, AsJson, Storage, SweepName, emit_json, err,
+                                  fmt, out, parse_seeds, progress_line, user_errors)
+from dfu_train.cli.results import print_board
+from dfu_train.errors import ConfigError
+
+sweep_app = typer.Typer(help="Launch sweeps on a Ray cluster.", no_args_is_help=True)
+
+
+ProgressMode = Annotated[str, typer.Option(
+    "--progress", help="auto (live on a terminal, else lines), live, lines, json (a JSON line "
+                       "per update on stderr; the leaderboard as JSON on stdout) or quiet")]
+
+
+PROGRESS_MODES = ("auto", "live", "lines", "json", "quiet")
+
+
+MlflowUri = Annotated[Optional[str], typer.Option(
+    "--mlflow", help="log every trial to MLflow at this tracking URI (file:, http:, sqlite:)")]
+
+
+TensorBoard = Annotated[bool, typer.Option(
+    "--tensorboard", help="write TensorBoard event files into each trial's folder")]
+
+
+def _run_watched(plan, *, address: str | None, mode: str, mlflow: str | None = None,
+                 tensorboard: bool = False):
+    """`run_sweep` with the progress view `mode` asks for and the trackers asked for."""
+    from rich.live import Live
+
+    from dfu_train.sweep.launch import create_trackers, run_sweep
+    from dfu_train.results.progress import ProgressWatcher
+
+    run = functools.partial(_interruptible, run_sweep, plan, address=address,
+                            trackers=create_trackers(plan.name, mlflow=mlflow,
+                                                     tensorboard=tensorboard))
+    if mode == "auto":
+        mode = "live" if err.is_terminal else "lines"
+    if mode == "lines":
+        return run(on_event=progress_line)
+    quiet = lambda line: None  # noqa: E731
+    if mode == "quiet":
+        return run(on_event=quiet, trial_lines=False)
+    live = Live(console=err, refresh_per_second=2, redirect_stderr=True) if mode == "live" else None
+
+    def show(snap: dict) -> None:
+        if live is not None:
+            live.update(_progress_table(plan.name, snap))
+        else:
+            print(json.dumps(snap), file=sys.stderr, flush=True)
+
+    watcher = ProgressWatcher(plan.sweep_dir, experiment=plan.experiment, planned=plan.n_trials,
+                              show=show)
+    if live is not None:
+        live.start()
+    watcher.start()
+    try:
+        return run(on_event=quiet if live is None else progress_line, trial_lines=False)
+    finally:
+        watcher.stop()
+        if live is not None:
+            live.stop()
+
+
+def _interruptible(run_sweep, plan, **options) -> dict:
+    """Run the sweep and say how it ended (`store.experiment_outcome`). Tune ends a run at the
+    first Ctrl-C after saving its state; a second one reaches here as KeyboardInterrupt."""
+    from dfu_train.results import store
+
+    try:
+        run_sweep(plan, **options)
+    except KeyboardInterrupt:
+        return {"interrupted": True, "errors": [], "planned": plan.n_trials}
+    return store.experiment_outcome(plan.sweep_dir, experiment=plan.experiment,
+                                    planned=plan.n_trials)
+
+
+def _conclude(sweep_dir, outcome: dict, mode: str, *, again: str, top: int = 10) -> None:
+    """The leaderboard, then the exit code: 0 when every planned trial finished or was pruned,
+    1 with the errors listed when a trial failed, 130 (and how to go on) when interrupted."""
+    if outcome["interrupted"]:
+        err.print(f"interrupted: finished folds are kept; continue with `{again}`",
+                  soft_wrap=True)
+        raise typer.Exit(code=130)
+    _finish(sweep_dir, mode, top=top)
+    if outcome["errors"]:
+        for trial in outcome["errors"]:
+            err.print(f"error in config {trial['config_id']} fold {trial['fold']} "
+                      f"(fold seed {trial['fold_seed']}): {trial['error']}", soft_wrap=True)
+        err.print(f"{len(outcome['errors'])} of {outcome['planned']} trials failed; fix the "
+                  f"cause and run `{again}` to retry them", soft_wrap=True)
+        raise typer.Exit(code=1)
+
+
+def _again(command: str, storage: str) -> str:
+    """The command that continues a sweep, with the storage when it is not the default."""
+    return command if storage == "results" else f"{command} --storage {storage}"
+
+
+def _progress_table(name: str, snap: dict) -> Table:
+    table = Table(title=f"sweep {name} ({snap['experiment']})")
+    for column in ("running", "pending", "finished", "pruned", "error", "best so far",
+                   "elapsed", "remaining"):
+        table.add_column(column, justify="right")
+    best = (f"{snap['best_config']} {snap['best_qwk']:.3f}" if snap["best_config"] else "-")
+    remaining = snap["remaining_s"]
+    table.add_row(*(str(snap[k]) for k in ("running", "pending", "finished", "pruned", "error")),
+                  best, _duration(snap["elapsed_s"]),
+                  "-" if remaining is None else f"~{_duration(remaining)}")
+    return table
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _finish(sweep_dir, mode: str, *, top: int = 10) -> None:
+    """The leaderboard after a sweep: a table, JSON for `--progress json`, nothing when quiet."""
+    if mode == "quiet":
+        return
+    if mode == "json":
+        from dfu_train.results.leaderboard import build_leaderboard, query
+
+        board = query(build_leaderboard(sweep_dir), top=top, include_partial=True)
+        typer.echo(board.to_json(orient="records", indent=1))
+        return
+    print_board(sweep_dir, top=top)
+
+
+@sweep_app.command("run")
+@user_errors
+def sweep_run(
+    sweep_file: Annotated[Path, typer.Argument(help="sweep YAML file")],
+    data_root: Annotated[Optional[Path], typer.Option(envvar="DFU_DATA_ROOT")] = None,
+    storage: Storage = "results",
+    name: Annotated[Optional[str], typer.Option(help="sweep name (default: the file's)")] = None,
+    address: Address = None,
+    progress: ProgressMode = "auto",
+    mlflow: MlflowUri = None,
+    tensorboard: TensorBoard = False,
+) -> None:
+    """Validate a sweep file and cohort, then run the sweep on Ray (local by default)."""
+    _check_mode(progress)
+    plan, outcome = _run_sweep_file(sweep_file, data_root=data_root, storage=storage, name=name,
+                                    address=address, progress=progress, mlflow=mlflow,
+                                    tensorboard=tensorboard)
+    _conclude(plan.sweep_dir, outcome, progress,
+              again=_again(f"dfu sweep resume {plan.name}", storage))
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in PROGRESS_MODES:
+        raise ConfigError(f"--progress {mode!r}: choose {', '.join(PROGRESS_MODES)}")
+
+
+def _run_sweep_file(sweep_file: Path, **options):
+    from dfu_train.sweep.launch import plan_sweep
+    from dfu_train.sweep.space import load_sweep
+
+    watched = {"address": options.pop("address"), "mode": options.pop("progress", "lines"),
+               "mlflow": options.pop("mlflow", None),
+               "tensorboard": options.pop("tensorboard", False)}
+    spec = load_sweep(sweep_file)
+    plan = plan_sweep(spec, source=str(sweep_file), **options)
+    return plan, _run_watched(plan, **watched)
+
+
+@sweep_app.command("resume")
+@user_errors
+def sweep_resume(
+    name: SweepName,
+    storage: Storage = "results",
+    address: Address = None,
+    progress: ProgressMode = "auto",
+) -> None:
+    """Continue a sweep after a crash or Ctrl-C: finished folds are kept, the rest continue."""
+    from dfu_train.sweep.launch import plan_sweep
+    from dfu_train.sweep.space import parse_sweep
+    from dfu_train.results.store import read_manifest, resolve_sweep
+
+    _check_mode(progress)
+    sweep_dir = resolve_sweep(name, storage=storage)
+    manifest = read_manifest(sweep_dir)
+    spec = parse_sweep(manifest["spec"], source=str(sweep_dir / "sweep.json"))
+    plan = plan_sweep(spec, data_root=manifest["data_root"], storage=sweep_dir.parent,
+                      name=sweep_dir.name)
+    outcome = _run_watched(plan, address=address, mode=progress)
+    _conclude(sweep_dir, outcome, progress, again=_again(f"dfu sweep resume {name}", storage))
+
+
+@sweep_app.command("promote")
+@user_errors
+def sweep_promote(
+    name: SweepName,
+    top: Annotated[int, typer.Option(help="how many of the best screened configs")] = 3,
+    fold_seeds: Annotated[Optional[str], typer.Option(
+        help="extra fold seeds, e.g. 1,2: repeated CV under other patient splits")] = None,
+    storage: Storage = "results",
+    address: Address = None,
+    progress: ProgressMode = "auto",
+    mlflow: MlflowUri = None,
+    tensorboard: TensorBoard = False,
+) -> None:
+    """Run the top screened configs on every fold (and extra fold seeds) into the same sweep.
+    Recorded folds are not re-run; running the same promotion again continues it."""
+    from dfu_train.sweep.launch import plan_promotion
+    from dfu_train.results.store import resolve_sweep
+
+    _check_mode(progress)
+    seeds = tuple(parse_seeds(fold_seeds)) if fold_seeds else ()
+    sweep_dir = resolve_sweep(name, storage=storage)
+    plan = plan_promotion(sweep_dir, top=top, fold_seeds=seeds)
+    outcome = _run_watched(plan, address=address, mode=progress, mlflow=mlflow,
+                           tensorboard=tensorboard)
+    again = f"dfu sweep promote {name} --top {top}" + (f" --fold-seeds {fold_seeds}"
+                                                        if fold_seeds else "")
+    _conclude(sweep_dir, outcome, progress, again=_again(again, storage), top=top)
+
+
+@sweep_app.command("status")
+@user_errors
+def sweep_status(
+    name: SweepName,
+    storage: Storage = "results",
+    as_json: AsJson = False,
+) -> None:
+    """Trial counts (finished, running, pending, pruned, error) and the current best config."""
+    from dfu_train.results.leaderboard import sweep_status
+    from dfu_train.results.store import resolve_sweep
+
+    status = sweep_status(resolve_sweep(name, storage=storage))
+    if as_json:
+        emit_json(status)
+        return
+    out.print(f"sweep {status['sweep']}: " + ", ".join(f"{v} {k}"
+                                                     for k, v in status["trials"].items()))
+    best = status["best"]
+    if best:
+        out.print(f"best so far: {best['config_id']} qwk {fmt(best['qwk_mean'])} ± "
+                  f"{fmt(best['qwk_std'])} ({best['folds_done']}/{best['folds_total']} folds)")
+    for trial in status["errors"]:
+        out.print(f"error in config {trial['config_id']} fold {trial['fold']}: {trial['error']}")
+
+
+@sweep_app.command("schema")
+def sweep_schema(markdown: Annotated[bool, typer.Option(
+        "--markdown", help="the human reference (docs/sweep-reference.md) instead")] = False,
+) -> None:
+    """Print the JSON schema of the sweep-file format (and the dotted parameter names)."""
+    from dfu_train.config import TrialConfig
+    from dfu_train.sweep.space import SweepSpec
+
+    if markdown:
+        from dfu_train.sweep.reference import sweep_reference
+
+        typer.echo(sweep_reference(), nl=False)
+        return
+
+    schema = SweepSpec.model_json_schema()
+    schema["x-parameters"] = list(TrialConfig.dotted_names())
+    emit_json(schema)
+
+
+@user_errors
+def demo(storage: Storage = "results") -> None:
+    """Synthetic cohort (if missing) + the smoke sweep on a local Ray + the leaderboard."""
+    from dfu_train.data import schema
+    from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
+    from dfu_train.location import Location
+
+    location = Location(storage)
+    data_root = location.local_path / "demo-data" if location.is_local else DEMO_DATA
+    if not (data_root / schema.METADATA_CSV).is_file():
+        err.print(f"writing the synthetic demo cohort to {data_root} ...")
+        write_synthetic_cohort(data_root, SynthSpec(patients=120, seed=0))
+    plan, outcome = _run_sweep_file(_ready_sweep("smoke.yaml"), data_root=data_root,
+                                    storage=storage, name="demo", address=None)
+    _conclude(plan.sweep_dir, outcome, "lines", again=_again("dfu sweep resume demo", storage))
+    out.print(f"next: `dfu leaderboard demo --storage {storage} --format json`, "
+              f"`dfu data check --data-root {data_root}`, or point `dfu sweep run sweeps/metadata.yaml "
+              "--data-root YOUR_COHORT` at your own export.")
+
+
+def _ready_sweep(file_name: str) -> Path:
+    for folder in (Path.cwd() / "sweeps", Path(__file__).resolve().parents[1] / "sweeps"):
+        if (folder / file_name).is_file():
+            return folder / file_name
+    raise ConfigError(f"ready sweep file sweeps/{file_name} not found; run from the repository")
