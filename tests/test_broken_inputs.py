@@ -244,7 +244,9 @@ def test_an_unwritable_storage_is_refused(synthetic_root, tmp_path):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("fixed: [unclosed", r"bad.yaml: not valid YAML"),
+    ("fixed: [unclosed", r"bad.yaml: line 1, column 17: not valid YAML"),
+    ("name: a\ncv:\n  seed: 1\n  seed: 2\n",
+     r"bad.yaml: line 4, column 3: not valid YAML \(key 'seed' is given twice\)"),
     ("- a list\n- not a mapping", r"bad.yaml: a sweep file is a mapping"),
 ])
 def test_a_sweep_file_that_is_not_a_mapping_is_refused(synthetic_root, tmp_path, text, message):

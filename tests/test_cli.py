@@ -137,7 +137,7 @@ def test_leaderboard_formats_and_unknown_sweep(finished_sweep, tmp_path):
     assert parquet.stat().st_size > 0
     _assert_user_error(_invoke("leaderboard", "nope", "--storage", storage), "sweeps under")
     _assert_user_error(_invoke("leaderboard", "done", "--storage", storage, "--format", "xml"),
-                       "--format 'xml'")
+                       "'xml' is not one of")
 
 
 def test_export_best_round_trips_through_cv(finished_sweep, tmp_path, synthetic_root):
@@ -216,3 +216,45 @@ def test_help_has_a_short_flag_and_the_version_prints():
     assert short.exit_code == 0 and "--data-root" in short.stdout
     version = _invoke("--version")
     assert version.exit_code == 0 and version.stdout.strip() == f"dfu {__version__}"
+
+
+def test_leaderboard_filters_exports_and_explains_itself(finished_sweep, tmp_path):
+    storage = tmp_path / "results"
+    args = ["leaderboard", "done", "--storage", storage]
+    rows = json.loads(_invoke(*args, "--format", "json", "--where",
+                              "forest.min_samples_leaf=20").stdout)
+    assert [r["params"]["forest.min_samples_leaf"] for r in rows] == [20]
+    _assert_user_error(_invoke(*args, "--where", "forest.max_depth=null"),
+                       "no such column or parameter")  # max_depth is not swept here
+    import csv
+    import io
+
+    table = list(csv.DictReader(io.StringIO(_invoke(*args, "--format", "csv").stdout)))
+    assert {json.loads(r["params"])["forest.min_samples_leaf"] for r in table} == {1, 20}
+    table_file = tmp_path / "board.txt"
+    written = _invoke(*args, "--out", table_file)
+    assert written.exit_code == 0 and written.stdout == ""
+    assert "leaderboard done" in table_file.read_text()
+    trials = json.loads(_invoke(*args, "--trials", "--format", "json", "--top", 2, "--by", "qwk",
+                                "--where", "fold=1").stdout)
+    assert len(trials) == 2 and {t["fold"] for t in trials} == {1}
+    assert trials[0]["qwk"] >= trials[1]["qwk"]
+    none_left = _invoke(*args, "--where", "forest.min_samples_leaf=7")
+    assert none_left.exit_code == 0 and "no config matches --where" in none_left.stderr
+    bad_view = _invoke("sweep", "run", "x.yaml", "--progress", "loud")
+    assert bad_view.exit_code == 2 and "'loud' is not one of" in bad_view.stderr
+
+
+def test_where_reads_null_and_lists_as_yaml():
+    import pandas as pd
+
+    from dfu_train.results.leaderboard import filter_rows
+
+    frame = pd.DataFrame({"config_id": ["a", "b", "c"], "params": [
+        {"forest.max_depth": None, "fusion.hidden": [64, 32]},
+        {"forest.max_depth": 5, "fusion.hidden": []},
+        {"forest.max_depth": 5, "fusion.hidden": [64]}]})
+    assert list(filter_rows(frame, ("forest.max_depth=null",), params=True)["config_id"]) == ["a"]
+    assert list(filter_rows(frame, ("forest.max_depth=5",), params=True)["config_id"]) == ["b", "c"]
+    assert list(filter_rows(frame, ("fusion.hidden=[64, 32]",), params=True)["config_id"]) == ["a"]
+    assert list(filter_rows(frame, ("fusion.hidden=[]",), params=True)["config_id"]) == ["b"]

@@ -85,7 +85,7 @@ def emit_json(data) -> None:
     typer.echo(json.dumps(data, indent=1, default=str))
 
 
-def fmt(value) -> str:
+def fmt_number(value) -> str:
     return "n/a" if value is None or value != value else f"{value:.3f}"
 
 

@@ -9,7 +9,7 @@ import typer
 from rich.progress import Progress, TimeElapsedColumn
 
 from dfu_train.cli.common import (DEMO_DATA, AsJson, CacheDir, DataRoot, Jobs, NoCache, Storage,
-                                  checked_cohort, emit_json, err, fmt, out, parse_seeds,
+                                  checked_cohort, emit_json, err, fmt_number, out, parse_seeds,
                                   user_errors)
 from dfu_train.errors import ConfigError
 
@@ -35,14 +35,14 @@ def fold_command(
     if as_json:
         emit_json(result.to_dict())
     else:
-        out.print(f"config {result.config_id} fold {fold}: qwk {fmt(result.qwk)}, "
+        out.print(f"config {result.config_id} fold {fold}: qwk {fmt_number(result.qwk)}, "
                   f"accuracy {result.metrics['accuracy']:.3f}, "
                   f"macro F1 {result.metrics['macro_f1']:.3f}")
 
 
 def _print_report(metrics: dict, checkpoint) -> None:
     err.print(f"  {metrics['stage']} progress {metrics['progress']}: "
-              f"val_qwk {fmt(metrics.get('val_qwk'))}")
+              f"val_qwk {fmt_number(metrics.get('val_qwk'))}")
 
 
 @user_errors
@@ -96,7 +96,7 @@ def cv_command(
                 confirmation.record(result)
             if not as_json:
                 bar.console.print(f"  seed {result.fold_seed} fold {result.fold}: "
-                                  f"qwk {fmt(result.qwk)}")
+                                  f"qwk {fmt_number(result.qwk)}")
             bar.advance(task)
 
         folds = run_cv(trial, cohort, seeds=seeds, n_jobs=jobs, cache=cache, done=recorded,
@@ -110,9 +110,9 @@ def cv_command(
     if as_json:
         emit_json(summary)
         return
-    out.print(f"config {trial.config_id}: qwk {fmt(summary['qwk_mean'])} +/- "
-              f"{fmt(summary['qwk_std'])} over {len(folds)} folds")
+    out.print(f"config {trial.config_id}: qwk {fmt_number(summary['qwk_mean'])} +/- "
+              f"{fmt_number(summary['qwk_std'])} over {len(folds)} folds")
     if screening is not None:
-        out.print(f"sweep {sweep}: screened {fmt(screening)}, confirmed "
-                  f"{fmt(summary['qwk_mean'])}: optimism {fmt(summary['optimism'])} "
+        out.print(f"sweep {sweep}: screened {fmt_number(screening)}, confirmed "
+                  f"{fmt_number(summary['qwk_mean'])}: optimism {fmt_number(summary['optimism'])} "
                   f"(recorded; see `dfu leaderboard {sweep}`)")

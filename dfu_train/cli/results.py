@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from dfu_train.cli.common import Storage, SweepName, err, fmt, out, user_errors
+from dfu_train.cli.common import Storage, SweepName, err, fmt_number, out, user_errors
 from dfu_train.errors import ConfigError
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
 
 @user_errors
 def leaderboard_command(
     name: SweepName,
     storage: Storage = "results",
     top: Annotated[Optional[int], typer.Option(min=1)] = None,
-    by: str = "qwk_mean",
+    by: Annotated[Optional[str], typer.Option(
+        help="column to rank by (default qwk_mean; with --trials, qwk)")] = None,
     where: Annotated[Optional[list[str]], typer.Option(help="FIELD=VALUE, repeatable")] = None,
     show_all: Annotated[bool, typer.Option("--all", help="include partial configs")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="table|csv|json|parquet")] = "table",
-    out_file: Annotated[Optional[Path], typer.Option("--out")] = None,
+    fmt: Annotated[Format, typer.Option("--format")] = Format.table,
+    out_file: Annotated[Optional[Path], typer.Option(
+        "--out", help="write here instead of stdout (parquet needs it)")] = None,
     export_best: Annotated[Optional[Path], typer.Option(help="write the best config here")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="config_id to compare against, "
                                                     "paired over shared folds")] = None,
@@ -32,24 +44,28 @@ def leaderboard_command(
 ) -> None:
     """Configs ranked by mean QWK over folds (read offline from the sweep folder)."""
     from dfu_train.results.leaderboard import (build_leaderboard, compare_to_baseline, query,
-                                             trial_table)
+                                               query_trials, trial_table)
     from dfu_train.results.store import (read_manifest, recorded_config, resolve_sweep,
-                                       write_json_atomic)
+                                         write_json_atomic)
 
-    if fmt not in ("table", "csv", "json", "parquet"):
-        raise ConfigError(f"--format {fmt!r}: choose table, csv, json or parquet")
+    fmt = fmt.value
     if fmt == "parquet" and out_file is None:
         raise ConfigError("--format parquet needs --out FILE")
+    for path, what in ((out_file, "--out"), (export_best, "--export-best")):
+        if path is not None and path.is_dir():
+            raise ConfigError(f"{what} {path} is a folder; give a file name")
     sweep_dir = resolve_sweep(name, storage=storage)
     if trials:
-        _write_frame(trial_table(sweep_dir), fmt, out_file, title=f"trials of {sweep_dir.name}")
+        rows = query_trials(trial_table(sweep_dir), by=by or "qwk", top=top,
+                            where=tuple(where or ()))
+        _write_frame(rows, fmt, out_file, title=f"trials of {sweep_dir.name}")
         return
-    board = build_leaderboard(sweep_dir)
+    full = build_leaderboard(sweep_dir)
     if baseline is not None:
         n_folds = read_manifest(sweep_dir)["spec"]["cv"]["n_folds"]
-        board = compare_to_baseline(board, baseline, n_folds=n_folds)
-    board = query(board, by=by, top=top, include_partial=show_all, where=tuple(where or ()),
-                  fewer_folds_apart=not any_folds)
+        full = compare_to_baseline(full, baseline, n_folds=n_folds)
+    board = query(full, by=by or "qwk_mean", top=top, include_partial=show_all,
+                  where=tuple(where or ()), fewer_folds_apart=not any_folds)
     if export_best is not None:
         if board.empty:
             raise ConfigError("no complete config to export (see --all)")
@@ -59,10 +75,22 @@ def leaderboard_command(
         err.print(f"wrote config {best} to {export_best}; confirm it on fresh fold seeds with "
                   f"`dfu cv {export_best} --sweep {sweep_dir.name} --fold-seeds 100,101,102`",
                   soft_wrap=True)
+    if board.empty and (hint := _empty_hint(full, show_all, bool(where))):
+        err.print(hint, soft_wrap=True)
     if fmt == "table":
-        _board_table(board, sweep_dir.name)
+        _board_table(board, sweep_dir.name, out_file=out_file)
         return
     _write_frame(board, fmt, out_file)
+
+
+def _empty_hint(full, show_all: bool, filtered: bool) -> str:
+    """Why a leaderboard has no rows, and what to try."""
+    if full.empty or not (full["folds_done"] > 0).any():
+        return "no finished fold yet: see `dfu sweep status`"
+    if filtered:
+        return "no config matches --where"
+    partial = int((~full["complete"]).sum())
+    return f"no complete config yet; {partial} partial (--all shows them)" if not show_all else ""
 
 
 def _write_frame(frame, fmt: str, out_file: Path | None, *, title: str = "") -> None:
@@ -72,12 +100,15 @@ def _write_frame(frame, fmt: str, out_file: Path | None, *, title: str = "") -> 
         for column in frame.columns:
             table.add_column(column, overflow="fold")
         for row in frame.itertuples(index=False):
-            table.add_row(*(fmt(v) if isinstance(v, float) else str(v) for v in row))
-        out.print(table)
+            table.add_row(*(fmt_number(v) if isinstance(v, float) else str(v) for v in row))
+        _print_table(table, out_file)
         return
     if fmt == "parquet":
         frame.to_parquet(out_file, index=False)
         return
+    if fmt == "csv":  # nested values as JSON, not Python reprs
+        frame = frame.assign(**{c: frame[c].map(json.dumps) for c in frame.columns
+                                if frame[c].map(lambda v: isinstance(v, (dict, list))).any()})
     text = (frame.to_json(orient="records", indent=1) if fmt == "json"
             else frame.to_csv(index=False))
     if out_file is not None:
@@ -93,7 +124,17 @@ def print_board(sweep_dir, *, top: int) -> None:
                  sweep_dir.name)
 
 
-def _board_table(board, title: str) -> None:
+def _print_table(table: Table, out_file: Path | None) -> None:
+    if out_file is None:
+        out.print(table)
+        return
+    from rich.console import Console
+
+    with out_file.open("w", encoding="utf-8") as handle:
+        Console(file=handle, width=200, highlight=False).print(table)
+
+
+def _board_table(board, title: str, *, out_file: Path | None = None) -> None:
     table = Table(title=f"leaderboard {title}")
     paired = "baseline_diff" in board.columns
     staged = board["qwk_promoted_mean"].notna().any() or board["qwk_confirmed_mean"].notna().any()
@@ -107,15 +148,15 @@ def _board_table(board, title: str) -> None:
         folds += " fewer folds" * bool(row.fewer_folds)
         folds += f" {row.pruned} pruned" * bool(row.pruned) + f" {row.errors} error" * bool(row.errors)
         params = ", ".join(f"{k}={v}" for k, v in row.params.items()) or "-"
-        stages = (fmt(row.qwk_screen_mean), fmt(row.qwk_promoted_mean),
-                  fmt(row.qwk_confirmed_mean) + (f" ({row.folds_confirmed} folds)"
+        stages = (fmt_number(row.qwk_screen_mean), fmt_number(row.qwk_promoted_mean),
+                  fmt_number(row.qwk_confirmed_mean) + (f" ({row.folds_confirmed} folds)"
                                                   if row.folds_confirmed else ""),
-                  fmt(row.optimism)) if staged else ()
-        extra = (f"{fmt(row.baseline_diff)} ({fmt(row.baseline_p)})",) if paired else ()
-        table.add_row(str(rank), row.config_id, f"{fmt(row.qwk_mean)} ± {fmt(row.qwk_std)}",
-                      folds, fmt(row.meta_qwk_mean), fmt(row.macro_f1_mean), *stages, *extra,
+                  fmt_number(row.optimism)) if staged else ()
+        extra = (f"{fmt_number(row.baseline_diff)} ({fmt_number(row.baseline_p)})",) if paired else ()
+        table.add_row(str(rank), row.config_id, f"{fmt_number(row.qwk_mean)} ± {fmt_number(row.qwk_std)}",
+                      folds, fmt_number(row.meta_qwk_mean), fmt_number(row.macro_f1_mean), *stages, *extra,
                       row.reused or "-", params)
-    out.print(table)
+    _print_table(table, out_file)
     if paired:
         err.print(f"Δ vs baseline: mean paired QWK difference over shared folds; p from the "
                   f"{board['baseline_test'].iloc[0]}", soft_wrap=True)

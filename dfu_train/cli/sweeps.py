@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,21 +13,24 @@ import typer
 from rich.table import Table
 
 from dfu_train.cli.common import (DEMO_DATA, Address, AsJson, Storage, SweepName, emit_json, err,
-                                  fmt, out, parse_seeds, progress_line, user_errors)
+                                  fmt_number, out, parse_seeds, progress_line, user_errors)
 from dfu_train.cli.results import print_board
 from dfu_train.errors import ConfigError
 
 sweep_app = typer.Typer(help="Launch sweeps on a Ray cluster.", no_args_is_help=True)
 
 
-ProgressMode = Annotated[str, typer.Option(
+class ProgressView(str, Enum):
+    auto = "auto"
+    live = "live"
+    lines = "lines"
+    json = "json"
+    quiet = "quiet"
+
+
+ProgressMode = Annotated[ProgressView, typer.Option(
     "--progress", help="auto (live on a terminal, else lines), live, lines, json (a JSON line "
                        "per update on stderr; the leaderboard as JSON on stdout) or quiet")]
-
-
-PROGRESS_MODES = ("auto", "live", "lines", "json", "quiet")
-
-
 MlflowUri = Annotated[Optional[str], typer.Option(
     "--mlflow", help="log every trial to MLflow at this tracking URI (file:, http:, sqlite:)")]
 
@@ -149,22 +153,17 @@ def sweep_run(
     storage: Storage = "results",
     name: Annotated[Optional[str], typer.Option(help="sweep name (default: the file's)")] = None,
     address: Address = None,
-    progress: ProgressMode = "auto",
+    progress: ProgressMode = ProgressView.auto,
     mlflow: MlflowUri = None,
     tensorboard: TensorBoard = False,
 ) -> None:
     """Validate a sweep file and cohort, then run the sweep on Ray (local by default)."""
-    _check_mode(progress)
+    progress = progress.value
     plan, outcome = _run_sweep_file(sweep_file, data_root=data_root, storage=storage, name=name,
                                     address=address, progress=progress, mlflow=mlflow,
                                     tensorboard=tensorboard)
     _conclude(plan.sweep_dir, outcome, progress,
               again=_again(f"dfu sweep resume {plan.name}", storage))
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in PROGRESS_MODES:
-        raise ConfigError(f"--progress {mode!r}: choose {', '.join(PROGRESS_MODES)}")
 
 
 def _run_sweep_file(sweep_file: Path, **options):
@@ -185,14 +184,14 @@ def sweep_resume(
     name: SweepName,
     storage: Storage = "results",
     address: Address = None,
-    progress: ProgressMode = "auto",
+    progress: ProgressMode = ProgressView.auto,
 ) -> None:
     """Continue a sweep after a crash or Ctrl-C: finished folds are kept, the rest continue."""
     from dfu_train.sweep.launch import plan_sweep
     from dfu_train.sweep.space import parse_sweep
     from dfu_train.results.store import read_manifest, resolve_sweep
 
-    _check_mode(progress)
+    progress = progress.value
     sweep_dir = resolve_sweep(name, storage=storage)
     manifest = read_manifest(sweep_dir)
     spec = parse_sweep(manifest["spec"], source=str(sweep_dir / "sweep.json"))
@@ -211,7 +210,7 @@ def sweep_promote(
         help="extra fold seeds, e.g. 1,2: repeated CV under other patient splits")] = None,
     storage: Storage = "results",
     address: Address = None,
-    progress: ProgressMode = "auto",
+    progress: ProgressMode = ProgressView.auto,
     mlflow: MlflowUri = None,
     tensorboard: TensorBoard = False,
 ) -> None:
@@ -220,7 +219,7 @@ def sweep_promote(
     from dfu_train.sweep.launch import plan_promotion
     from dfu_train.results.store import resolve_sweep
 
-    _check_mode(progress)
+    progress = progress.value
     seeds = tuple(parse_seeds(fold_seeds)) if fold_seeds else ()
     sweep_dir = resolve_sweep(name, storage=storage)
     plan = plan_promotion(sweep_dir, top=top, fold_seeds=seeds)
@@ -250,8 +249,8 @@ def sweep_status(
                                                      for k, v in status["trials"].items()))
     best = status["best"]
     if best:
-        out.print(f"best so far: {best['config_id']} qwk {fmt(best['qwk_mean'])} ± "
-                  f"{fmt(best['qwk_std'])} ({best['folds_done']}/{best['folds_total']} folds)")
+        out.print(f"best so far: {best['config_id']} qwk {fmt_number(best['qwk_mean'])} ± "
+                  f"{fmt_number(best['qwk_std'])} ({best['folds_done']}/{best['folds_total']} folds)")
     for trial in status["errors"]:
         out.print(f"error in config {trial['config_id']} fold {trial['fold']}: {trial['error']}")
 

@@ -162,30 +162,65 @@ def _reuse_counts(records: list[dict]) -> str:
 def query(board: pd.DataFrame, *, by: str = "qwk_mean", top: int | None = None,
           include_partial: bool = False, where: tuple[str, ...] = (),
           fewer_folds_apart: bool = True) -> pd.DataFrame:
-    """Filter and rank. `where` items are FIELD=VALUE on a column or a swept dotted parameter,
-    compared as text (no expression is evaluated). Configs run on fewer folds than the
-    best-covered ones rank after them unless `fewer_folds_apart` is False."""
-    numeric = [c for c in board.columns if c not in TEXT_COLUMNS]
+    """Filter and rank. `where` items are FIELD=VALUE on a column or a swept dotted parameter
+    (`matches`). Configs run on fewer folds than the best-covered ones rank after them unless
+    `fewer_folds_apart` is False."""
+    _check_sortable(board, by)
+    out = board if include_partial else board[board["complete"]]
+    out = filter_rows(out, where, params=True)
+    out = _ranked(out, by, apart=fewer_folds_apart)
+    return out.head(top) if top else out
+
+
+def query_trials(trials: pd.DataFrame, *, by: str = "qwk", top: int | None = None,
+                 where: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The per-fold table filtered by `where` and sorted by `by` (best QWK first, shortest
+    times first)."""
+    _check_sortable(trials, by, text=("config_id", "trial_id", "node", "reused", "computed"))
+    out = filter_rows(trials, where, params=False)
+    ascending = by.endswith("_s")
+    return out.sort_values(by, ascending=ascending, na_position="last", kind="stable").head(
+        top or len(out))
+
+
+def _check_sortable(frame: pd.DataFrame, by: str, text=TEXT_COLUMNS) -> None:
+    numeric = [c for c in frame.columns if c not in text]
     if by not in numeric:
         raise ConfigError(f"--by {by!r}: not a sortable column{did_you_mean(by, numeric)}; "
                           f"choose from {', '.join(numeric)}")
-    out = board if include_partial else board[board["complete"]]
+
+
+def filter_rows(frame: pd.DataFrame, where: tuple[str, ...], *, params: bool) -> pd.DataFrame:
+    """Rows whose FIELD equals VALUE for every FIELD=VALUE; VALUE is read as YAML
+    (`forest.max_depth=null`, `fusion.hidden=[64, 32]`); nothing is evaluated."""
+    import yaml
+
+    names = {k for p in frame["params"] for k in p} if params and "params" in frame else set()
     for clause in where:
-        field, sep, value = clause.partition("=")
+        field, sep, text = clause.partition("=")
+        field = field.strip()
         if not sep:
             raise ConfigError(f"--where {clause!r}: expected FIELD=VALUE")
-        field = field.strip()
-        if field in board.columns:
-            column = out[field].astype(str)
-        else:
-            names = {k for params in board["params"] for k in params}
-            if field not in names:
-                raise ConfigError(f"--where {field!r}: no such column or parameter"
-                                  f"{did_you_mean(field, [*board.columns, *names])}")
-            column = out["params"].map(lambda p: str(p.get(field)))
-        out = out[column == value.strip()]
-    out = _ranked(out, by, apart=fewer_folds_apart)
-    return out.head(top) if top else out
+        if field not in frame.columns and field not in names:
+            raise ConfigError(f"--where {field!r}: no such column or parameter"
+                              f"{did_you_mean(field, [*frame.columns, *names])}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text.strip()
+        column = frame[field] if field in frame.columns else frame["params"].map(
+            lambda p, f=field: p.get(f))
+        frame = frame[column.map(lambda cell, v=value, t=text.strip(): _matches(cell, v, t))]
+    return frame
+
+
+def _matches(cell, value, text: str) -> bool:
+    """A cell equals the value given as YAML, or reads as the same text."""
+    if isinstance(cell, (list, tuple)) and isinstance(value, list):
+        return list(cell) == value
+    if cell is None or (isinstance(cell, float) and cell != cell):
+        return value is None
+    return cell == value or str(cell) == text
 
 
 def compare_to_baseline(board: pd.DataFrame, baseline: str, *, n_folds: int) -> pd.DataFrame:

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 from ray import tune
 
-from dfu_train.config import MAX_SEED, TrialConfig
+from dfu_train.config import MAX_SEED, TrialConfig, read_yaml
 from dfu_train.errors import ConfigError, did_you_mean
 from dfu_train.sweep.search import SCHEDULERS, SEARCHERS, Searcher, registered
 
@@ -166,10 +165,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: sweep file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a sweep file is a mapping of sections")
     return parse_sweep(data, source=str(path))
