@@ -23,7 +23,7 @@ from dfu_train.data.cohort import load_cohort
 from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
 from dfu_train.sweep.space import load_sweep
 from dfu_train.training.fold import run_fold
-from dfu_train.training.stages import image_crops
+from dfu_train.data.rows import image_crops
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,7 @@ def configs() -> dict[str, TrialConfig]:
 
 def time_fold(config: TrialConfig, cohort, fold: int, cache: Path, device: str) -> None:
     crops = ArtifactCache(cache)
-    image_crops(cohort, config, crops)  # warm the crop cache: built once, then shared by trials
+    image_crops(cohort, config.image_modalities, config.image.size, crops)  # warm the crop cache: built once, then shared by trials
     started = time.perf_counter()
     result = run_fold(config, cohort, fold, cache=crops, device=device)  # forest, branches: miss
     total = time.perf_counter() - started

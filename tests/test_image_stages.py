@@ -12,7 +12,9 @@ from dfu_train.cache import ArtifactCache
 from dfu_train.config import TrialConfig
 from dfu_train.data.images import augment, to_tensor
 from dfu_train.training.fold import run_fold
-from dfu_train.training.stages import FoldCheckpoint, build_model, schedule_length
+from dfu_train.training.checkpoint import FoldCheckpoint
+from dfu_train.training.model import build_model
+from dfu_train.training.schedule import schedule_length
 
 FUSION = TrialConfig().override({
     "modalities": ["metadata", "depth_rgb"], "seed": 3,

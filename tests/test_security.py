@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dfu_train.cache import ArtifactCache, cache_key, load_state
-from dfu_train.training.stages import FoldCheckpoint
+from dfu_train.training.checkpoint import FoldCheckpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted([*(ROOT / "dfu_train").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")])

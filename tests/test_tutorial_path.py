@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -183,6 +184,10 @@ def test_a_sweep_beside_another_ray_starts_its_own_within_the_cores(local_ray, t
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert process.returncode == 0, err
     assert "up to {} at once".format(os.cpu_count()) in err
+    dfu_lines = re.compile(r"^(sweep beside: |  \[\d+\] config \w+ fold \d+: |Ray's own output: )")
+    assert [line for line in err.splitlines() if not dfu_lines.match(line)] == []
+    log = next((storage / "beside" / "logs").glob("tune-*.log")).read_text()
+    assert "Started a local Ray instance" in log  # Ray's lines went to the sweep's log
     spans = [(r["timing"]["started_at"], r["timing"]["started_at"] + r["timing"]["wall_s"])
              for r in store.read_fold_results(store.storage_path(storage) / "beside")]
     assert len(spans) == 4
@@ -210,3 +215,24 @@ def test_ctrl_c_exits_130_and_names_the_resume_command(local_ray, tmp_path, synt
     assert f"dfu sweep resume stopped --storage {storage}" in err
     assert "Tuner.restore" not in err
     assert 1 <= len(list(results.glob("*.json"))) < 8
+
+
+def test_the_smoke_sweep_with_json_progress_writes_json_lines_only(local_ray, tmp_path,
+                                                                   synthetic_root):
+    storage = tmp_path / "results"
+    smoke = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml"
+    process = _run_cli(["sweep", "run", str(smoke), "--data-root", str(synthetic_root),
+                        "--storage", str(storage), "--progress", "json", "--report-every", "0"])
+    out, err = process.communicate(timeout=400)
+    assert process.returncode == 0, err
+    events = [json.loads(line) for line in err.splitlines()]  # every line is JSON
+    kinds = [e["event"] for e in events]
+    assert kinds.count("trial_start") == kinds.count("trial_end") == 4
+    assert "trial_report" in kinds and kinds[-1] == "summary"
+    assert events[-1]["exit_code"] == 0 and events[-1]["finished"] == 4
+    assert max(e["running"] for e in events if e["event"] == "trial_report") >= 1
+    ends = {(e["config_id"], e["fold"]): e["val_qwk"] for e in events if e["event"] == "trial_end"}
+    records = store.read_fold_results(store.storage_path(storage) / "smoke")
+    assert ends == {(r["config_id"], r["fold"]): pytest.approx(r["metrics"]["qwk"]) for r in records}
+    board = json.loads(out)
+    assert {row["config_id"] for row in board} == {config_id for config_id, _ in ends}

@@ -40,42 +40,45 @@ TensorBoard = Annotated[bool, typer.Option(
 
 
 def _run_watched(plan, *, address: str | None, mode: str, mlflow: str | None = None,
-                 tensorboard: bool = False):
+                 tensorboard: bool = False, report_every: float = 10.0):
     """`run_sweep` with the progress view `mode` asks for and the trackers asked for."""
     from rich.live import Live
 
-    from dfu_train.sweep.launch import create_trackers, run_sweep
     from dfu_train.results.progress import ProgressWatcher
+    from dfu_train.sweep.events import TrialEvents
+    from dfu_train.sweep.launch import create_trackers, run_sweep
 
-    run = functools.partial(_interruptible, run_sweep, plan, address=address,
-                            trackers=create_trackers(plan.name, mlflow=mlflow,
-                                                     tensorboard=tensorboard))
+    trackers = create_trackers(plan.name, mlflow=mlflow, tensorboard=tensorboard)
+    run = functools.partial(_interruptible, run_sweep, plan, address=address)
     if mode == "auto":
         mode = "live" if err.is_terminal else "lines"
     if mode == "lines":
-        return run(on_event=progress_line)
+        return run(on_event=progress_line, trackers=trackers)
     quiet = lambda line: None  # noqa: E731
     if mode == "quiet":
-        return run(on_event=quiet, trial_lines=False)
-    live = Live(console=err, refresh_per_second=2, redirect_stderr=True) if mode == "live" else None
+        return run(on_event=quiet, trial_lines=False, trackers=trackers)
+    if mode == "json":  # JSON lines only on stderr: trial events, then the summary
+        events = TrialEvents(report_every=report_every)
+        return run(on_event=quiet, trial_lines=False, trackers=[*trackers, events])
+    counts = {"running": 0}
+    live = Live(console=err, refresh_per_second=2, redirect_stderr=True)
 
     def show(snap: dict) -> None:
-        if live is not None:
-            live.update(_progress_table(plan.name, snap))
-        else:
-            print(json.dumps(snap), file=sys.stderr, flush=True)
+        ended = snap["finished"] + snap["pruned"] + snap["error"]
+        snap = {**snap, "running": counts["running"],
+                "pending": max(snap["planned"] - ended - counts["running"], 0)}
+        live.update(_progress_table(plan.name, snap))
 
     watcher = ProgressWatcher(plan.sweep_dir, experiment=plan.experiment, planned=plan.n_trials,
                               show=show)
-    if live is not None:
-        live.start()
+    live.start()
     watcher.start()
     try:
-        return run(on_event=quiet if live is None else progress_line, trial_lines=False)
+        return run(on_event=progress_line, trial_lines=False,
+                   trackers=[*trackers, TrialEvents(emit=False, counts=counts)])
     finally:
         watcher.stop()
-        if live is not None:
-            live.stop()
+        live.stop()
 
 
 def _interruptible(run_sweep, plan, **options) -> dict:
@@ -93,7 +96,17 @@ def _interruptible(run_sweep, plan, **options) -> dict:
 
 def _conclude(sweep_dir, outcome: dict, mode: str, *, again: str, top: int = 10) -> None:
     """The leaderboard, then the exit code: 0 when every planned trial finished or was pruned,
-    1 with the errors listed when a trial failed, 130 (and how to go on) when interrupted."""
+    1 with the errors listed when a trial failed, 130 (and how to go on) when interrupted.
+    With `--progress json` the ending is one JSON summary line on stderr."""
+    code = 130 if outcome["interrupted"] else 1 if outcome["errors"] else 0
+    if mode == "json":
+        summary = {"event": "summary", "exit_code": code, "continue_with": again if code else None,
+                   **{k: outcome.get(k) for k in ("planned", "finished", "pruned", "error",
+                                                  "interrupted", "errors")}}
+        print(json.dumps(summary, default=str), file=sys.stderr, flush=True)
+        if code != 130:
+            _finish(sweep_dir, mode, top=top)
+        raise typer.Exit(code=code)
     if outcome["interrupted"]:
         err.print(f"interrupted: finished folds are kept; continue with `{again}`",
                   soft_wrap=True)
@@ -156,12 +169,15 @@ def sweep_run(
     progress: ProgressMode = ProgressView.auto,
     mlflow: MlflowUri = None,
     tensorboard: TensorBoard = False,
+    report_every: Annotated[float, typer.Option(
+        min=0, help="--progress json: seconds between a trial's report events (0: every "
+                    "report)")] = 10.0,
 ) -> None:
     """Validate a sweep file and cohort, then run the sweep on Ray (local by default)."""
     progress = progress.value
     plan, outcome = _run_sweep_file(sweep_file, data_root=data_root, storage=storage, name=name,
                                     address=address, progress=progress, mlflow=mlflow,
-                                    tensorboard=tensorboard)
+                                    tensorboard=tensorboard, report_every=report_every)
     _conclude(plan.sweep_dir, outcome, progress,
               again=_again(f"dfu sweep resume {plan.name}", storage))
 
@@ -172,7 +188,8 @@ def _run_sweep_file(sweep_file: Path, **options):
 
     watched = {"address": options.pop("address"), "mode": options.pop("progress", "lines"),
                "mlflow": options.pop("mlflow", None),
-               "tensorboard": options.pop("tensorboard", False)}
+               "tensorboard": options.pop("tensorboard", False),
+               "report_every": options.pop("report_every", 10.0)}
     spec = load_sweep(sweep_file)
     plan = plan_sweep(spec, source=str(sweep_file), **options)
     return plan, _run_watched(plan, **watched)

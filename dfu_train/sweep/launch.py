@@ -7,13 +7,10 @@ the scheduler and the trainable are separate pieces, each made by a small factor
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,12 +27,14 @@ from dfu_train.data.folds import check_fold_count
 from dfu_train.errors import ConfigError, DataError
 from dfu_train.location import Location
 from dfu_train.results import store
+from dfu_train.sweep.console import keep_ray_quiet, quiet_console
+from dfu_train.sweep.events import TrialLines
 from dfu_train.sweep.local_ray import connect_ray, start_local_ray
 from dfu_train.sweep.reservations import ReleaseOrphanedReservations
 from dfu_train.sweep.space import (SweepSpec, expand_configs, longest_values, parse_sweep,
                                    search_domains)
 from dfu_train.sweep.trainable import fold_trainable, inline_fold_trainable
-from dfu_train.training.stages import schedule_length
+from dfu_train.training.schedule import schedule_length
 
 DRIVER_CPUS = 0.25  # the Tune driver only waits on its TorchTrainer
 DRIVER_SHARE = 0.01  # of a custom driver resource: 100 trial drivers per unit on the head
@@ -309,66 +308,68 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
               trackers: list | tuple = ()) -> Location:
     """Run (or continue) the planned sweep; returns the sweep folder. `trial_lines` prints one
     line on stderr per ended trial (off when a live view or a script reads the progress);
-    `trackers` are extra Tune callbacks (`create_trackers`). A continued sweep keeps the
-    callbacks it started with."""
+    `trackers` are extra Tune callbacks (`create_trackers`, `TrialEvents`). A continued sweep
+    keeps the callbacks it started with. Ray's own output goes to a log in the sweep folder."""
     if plan.experiment == store.TUNE_DIR:
         check_same_sweep(plan)
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        if address:
-            connect_ray(address, log_to_driver=False)
-        else:
-            start_local_ray(local_cpus(plan.spec), log_to_driver=False)
-    try:
-        check_cluster_fits(plan.spec, alive_nodes())
-        if plan.experiment == store.TUNE_DIR:
-            write_manifest(plan)
-        concurrency = max_concurrent_trials(plan.spec, ray.cluster_resources())
-        on_event(f"sweep {plan.name}: {plan.n_configs} configs x {len(plan.folds)} folds = "
-                 f"{plan.n_trials} trials, up to {concurrency} at once -> {plan.sweep_dir}")
-        tune_dir = plan.sweep_dir / plan.experiment
-        trainable = create_trainable(plan.spec)
-        # A driver killed before Tune's first snapshot leaves tuner.pkl but no trials to
-        # restore (restoring it fails); such a sweep simply starts again.
-        if tune.Tuner.can_restore(str(tune_dir)) and any(
-                tune_dir.glob("experiment_state-*.json")):
-            on_event("continuing the recorded sweep: finished trials are not re-run")
-            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=_param_space(plan),
-                tune_config=tune.TuneConfig(
-                    metric="val_qwk", mode="max",
-                    num_samples=plan.n_configs if plan.proposes else 1,
-                    search_alg=create_search(plan), max_concurrent_trials=concurrency,
-                    scheduler=plan.spec.scheduler.build(plan.schedule_length),
-                    trial_dirname_creator=_trial_dirname,
-                    # Inline trials run in the same kind of actor: reusing it saves a process
-                    # start and the imports per trial. A Train trial's actor owns a
-                    # TorchTrainer, and stopping the trial must end that actor with it.
-                    reuse_actors=not plan.spec.resources.use_train),
-                run_config=tune.RunConfig(
-                    name=plan.experiment, storage_path=str(plan.sweep_dir), verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=plan.spec.resources.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    # Trial states reach a bucket every 5 minutes by default; status and
-                    # progress read from a laptop should not lag that far.
-                    sync_config=tune.SyncConfig(sync_period=BUCKET_SYNC_S),
-                    callbacks=[*([_EventPrinter()] if trial_lines else []),
-                               ReleaseOrphanedReservations(), *trackers]),
-            )
-        if plan.promotion is not None:
-            record_promotion(plan)
-        with contextlib.redirect_stdout(sys.stderr), _no_restore_hint():
-            grid = tuner.fit()  # Tune's banners go to stderr; stdout stays the result's
-        for result in grid:
-            if result.error is not None:
-                on_event(f"trial failed: {str(result.error).strip().splitlines()[-1][:200]}")
-    finally:
+    with quiet_console(plan.sweep_dir, plan.experiment) as log:
+        started_ray = not ray.is_initialized()
         if started_ray:
-            ray.shutdown()
+            if address:
+                connect_ray(address, log_to_driver=False)
+            else:
+                start_local_ray(local_cpus(plan.spec), log_to_driver=False)
+            keep_ray_quiet()
+        try:
+            _fit(plan, on_event=on_event, trial_lines=trial_lines, trackers=trackers)
+        finally:
+            if started_ray:
+                ray.shutdown()
+    on_event(f"Ray's own output: {log}")
     return plan.sweep_dir
+
+
+def _fit(plan: SweepPlan, *, on_event, trial_lines: bool, trackers) -> None:
+    check_cluster_fits(plan.spec, alive_nodes())
+    if plan.experiment == store.TUNE_DIR:
+        write_manifest(plan)
+    concurrency = max_concurrent_trials(plan.spec, ray.cluster_resources())
+    on_event(f"sweep {plan.name}: {plan.n_configs} configs x {len(plan.folds)} folds = "
+             f"{plan.n_trials} trials, up to {concurrency} at once -> {plan.sweep_dir}")
+    tune_dir = plan.sweep_dir / plan.experiment
+    trainable = create_trainable(plan.spec)
+    # A driver killed before Tune's first snapshot leaves tuner.pkl but no trials to restore
+    # (restoring it fails); such a sweep simply starts again.
+    if tune.Tuner.can_restore(str(tune_dir)) and any(tune_dir.glob("experiment_state-*.json")):
+        on_event("continuing the recorded sweep: finished trials are not re-run")
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(plan),
+            tune_config=tune.TuneConfig(
+                metric="val_qwk", mode="max",
+                num_samples=plan.n_configs if plan.proposes else 1,
+                search_alg=create_search(plan), max_concurrent_trials=concurrency,
+                scheduler=plan.spec.scheduler.build(plan.schedule_length),
+                trial_dirname_creator=_trial_dirname,
+                # Inline trials run in the same kind of actor: reusing it saves a process start
+                # and the imports per trial. A Train trial's actor owns a TorchTrainer, and
+                # stopping the trial must end that actor with it.
+                reuse_actors=not plan.spec.resources.use_train),
+            run_config=tune.RunConfig(
+                name=plan.experiment, storage_path=str(plan.sweep_dir), verbose=0,
+                failure_config=tune.FailureConfig(max_failures=plan.spec.resources.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # Trial states reach a bucket every 5 minutes by default; status and progress
+                # read from a laptop should not lag that far.
+                sync_config=tune.SyncConfig(sync_period=BUCKET_SYNC_S),
+                callbacks=[*([TrialLines()] if trial_lines else []),
+                           ReleaseOrphanedReservations(), *trackers]),
+        )
+    if plan.promotion is not None:
+        record_promotion(plan)
+    tuner.fit()
 
 
 def create_trainable(spec: SweepSpec):
@@ -386,24 +387,6 @@ def create_search(plan: SweepPlan):
     if not plan.proposes:
         return None
     return plan.spec.search.searcher.build(plan.spec.search.seed)
-
-
-class _DropRestoreHint(logging.Filter):
-    """Tune ends an interrupted run by telling the user to call `Tuner.restore(...)`; with dfu
-    the way on is `dfu sweep resume`, which the command line prints instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tuner.restore" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _no_restore_hint():
-    hint_filter, tune_logger = _DropRestoreHint(), logging.getLogger("ray.tune.tune")
-    tune_logger.addFilter(hint_filter)
-    try:
-        yield
-    finally:
-        tune_logger.removeFilter(hint_filter)
 
 
 def _param_space(plan: SweepPlan) -> dict:
@@ -426,23 +409,3 @@ def _param_space(plan: SweepPlan) -> dict:
 def _trial_dirname(trial) -> str:
     config_id = store.trial_of(trial.config)[0].config_id
     return f"{config_id}-f{trial.config['fold']}-{trial.trial_id}"
-
-
-class _EventPrinter(tune.Callback):
-    """One line on stderr per finished or failed trial, so a user sees the sweep move.
-    (Tune pickles its callbacks, so this holds no console or lock.)"""
-
-    def __init__(self):
-        self._done = 0
-
-    def _line(self, trial, outcome: str) -> None:
-        self._done += 1
-        print(f"  [{self._done}] config {store.trial_of(trial.config)[0].config_id} "
-              f"fold {trial.config['fold']}: {outcome}", file=sys.stderr, flush=True)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        qwk = (trial.last_result or {}).get("val_qwk")
-        self._line(trial, "qwk n/a" if qwk is None else f"qwk {qwk:.3f}")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, "error")

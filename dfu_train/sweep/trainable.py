@@ -24,7 +24,7 @@ from dfu_train.data.cohort import load_cohort
 from dfu_train.location import Location
 from dfu_train.results import store
 from dfu_train.training.fold import final_report, run_fold
-from dfu_train.training.stages import FoldCheckpoint
+from dfu_train.training.checkpoint import FoldCheckpoint
 
 CHECKPOINT_FILE = "fold.pt"
 # Train's controller takes a worker's report when it polls, every 2 s by default, and the worker

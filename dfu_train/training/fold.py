@@ -26,8 +26,11 @@ from dfu_train.data.folds import assign_folds, fold_fingerprint, split
 from dfu_train.metadata.features import build_pipeline
 from dfu_train.metadata.forest import fit_forest_outputs
 from dfu_train.training.metrics import classification_metrics
-from dfu_train.training.stages import (FoldCheckpoint, ImageStages, build_model, fold_rows,
-                                       image_crops, schedule_length)
+from dfu_train.data.rows import fold_rows, image_crops
+from dfu_train.training.checkpoint import FoldCheckpoint
+from dfu_train.training.model import build_model
+from dfu_train.training.schedule import schedule_length
+from dfu_train.training.stages import ImageStages
 
 Report = Callable[[dict[str, Any], Any], None]
 PACKAGES = ("torch", "scikit-learn", "imbalanced-learn", "numpy", "pandas", "ray")
@@ -139,7 +142,7 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
             model = model.to(memory_format=torch.channels_last)
         if resume is not None and resume.model:
             model.load_state_dict(resume.model)
-        crops = image_crops(cohort, config, cache)
+        crops = image_crops(cohort, config.image_modalities, config.image.size, cache)
         modalities = config.image_modalities
         runner = ImageStages(
             config=config, fold=fold, report=report, device=device, cache=cache,

@@ -44,3 +44,17 @@ class FocalLoss(nn.Module):
         if self.alpha.numel():
             loss = self.alpha[target] * loss
         return loss.mean()
+
+
+class MixupLoss(nn.Module):
+    """lam * loss(y_a) + (1 - lam) * loss(y_b) for mixed batches; plain loss otherwise."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits, target):
+        if isinstance(target, tuple):
+            y_a, y_b, lam = target
+            return lam * self.loss(logits, y_a) + (1 - lam) * self.loss(logits, y_b)
+        return self.loss(logits, target)

@@ -15,155 +15,29 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
-import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from dfu_train.cache import ArtifactCache, dump_state, load_state
 from dfu_train.config import TrialConfig
-from dfu_train.data import schema
-from dfu_train.data.cohort import Cohort
-from dfu_train.data.images import augment, cached_crops, modality_rows, to_tensor
-from dfu_train.models.backbones import create_backbone
-from dfu_train.models.branches import ImageBranch
-from dfu_train.models.fusion import MultimodalModel, create_fusion_head
+from dfu_train.data.images import augment, to_tensor
+from dfu_train.data.rows import RowSet, sample_proba
+from dfu_train.models.fusion import MultimodalModel
+from dfu_train.training.checkpoint import FoldCheckpoint
 from dfu_train.training.freezing import set_trainable, unfreeze_top
 from dfu_train.training.loop import LoopSettings, LoopState, fit_epochs
-from dfu_train.training.losses import FocalLoss, inverse_frequency_alpha
+from dfu_train.training.losses import FocalLoss, MixupLoss, inverse_frequency_alpha
 from dfu_train.training.metrics import classification_metrics
+from dfu_train.training.model import weights_fingerprint
+from dfu_train.training.schedule import epoch_seed, schedule
 
 EVAL_BATCH = 256
 MIXUP_ALPHA = 0.4
-
-
-def schedule(config: TrialConfig) -> list[tuple[str, int]]:
-    """The fold's stages and their lengths in `progress` steps (epochs; the forest is one step).
-    Stages of length 0 are skipped."""
-    stages = [("forest", 1)] if config.uses_metadata else []
-    for modality in config.image_modalities:
-        stages.append((f"pretrain:{modality}", config.branch(modality).pretrain_epochs))
-    if config.image_modalities:
-        stages += [("stage1", config.stage1.epochs), ("stage2", config.stage2.epochs)]
-    return [(name, length) for name, length in stages if length > 0]
-
-
-def schedule_length(config: TrialConfig) -> int:
-    """The whole fold in `progress` steps: ASHA's `max_t`."""
-    return sum(length for _, length in schedule(config))
-
-
-@dataclass
-class FoldCheckpoint:
-    """Everything needed to continue a fold mid-stage: the stage in progress, the model, the
-    loop's state, the finished stages' summaries and the forest's outputs."""
-
-    config_id: str
-    fold: int
-    stage: str
-    progress: int
-    model: dict
-    loop: LoopState | None
-    stages: dict
-    forest: dict | None
-
-    def save(self, path: Path) -> None:
-        torch.save({**self.__dict__, "loop": self.loop.to_dict() if self.loop else None}, path)
-
-    @classmethod
-    def load(cls, path: Path) -> FoldCheckpoint:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        loop = data.pop("loop")
-        return cls(**data, loop=LoopState.from_dict(loop) if loop is not None else None)
-
-
-@dataclass(frozen=True)
-class RowSet:
-    """The image rows of one part of a fold, aligned across modalities."""
-
-    crops: dict[str, np.ndarray]  # modality -> (rows, s, s, 3) uint8
-    rf_proba: torch.Tensor  # (rows, 3): the forest's output for the row's sample
-    labels: torch.Tensor  # (rows,)
-    sample_pos: np.ndarray  # (rows,): index of the row's sample within the part
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def fold_rows(cohort: Cohort, modalities: tuple[str, ...], part: np.ndarray,
-              rf_proba: np.ndarray, crops: dict[str, np.ndarray]) -> RowSet:
-    """Rows of the samples at `part` (positions in `cohort.samples`) that have every modality."""
-    rows = cohort.image_rows
-    for modality in modalities:
-        rows = rows.dropna(subset=[f"{schema.IMAGE_FOLDERS[modality][1]}_file"])
-    sample_ids = cohort.samples["sample_id"].to_numpy()[part]
-    position = pd.Series(np.arange(len(part)), index=sample_ids)
-    rows = rows[rows["sample_id"].isin(position.index)]
-    sample_pos = position.loc[rows["sample_id"]].to_numpy()
-    aligned = {}
-    for modality in modalities:
-        index = modality_rows(cohort, modality).index
-        aligned[modality] = crops[modality][index.get_indexer(rows.index)]
-    labels = cohort.labels[part][sample_pos]
-    return RowSet(aligned, torch.as_tensor(rf_proba[sample_pos], dtype=torch.float32),
-                  torch.as_tensor(labels, dtype=torch.long), sample_pos)
-
-
-def sample_proba(row_proba: np.ndarray, sample_pos: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """Average the rows of each sample; samples without rows keep their `fallback` row."""
-    sums = np.zeros_like(fallback, dtype=float)
-    np.add.at(sums, sample_pos, row_proba)
-    counts = np.bincount(sample_pos, minlength=len(fallback))[:, None]
-    return np.where(counts > 0, sums / np.maximum(counts, 1), fallback)
-
-
-def epoch_seed(seed: int, stage: str, epoch: int) -> int:
-    digest = hashlib.sha256(f"{seed}/{stage}/{epoch}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def build_model(config: TrialConfig) -> MultimodalModel:
-    """Branches for the trial's image modalities and, with metadata, the configured fusion head.
-    Each part is initialised from its own seed, so a branch starts the same whatever other
-    branches the trial has (a cached pretrained branch depends on its own settings only)."""
-    branches = {}
-    for modality in config.image_modalities:
-        torch.manual_seed(epoch_seed(config.seed, f"init:{modality}", 0))
-        branch = config.branch(modality)
-        backbone = create_backbone(branch.backbone, pretrained=config.image.pretrained)
-        branches[modality] = ImageBranch(backbone, head_units=branch.head_units,
-                                         dropout=branch.dropout)
-    head = None
-    if config.uses_metadata:
-        torch.manual_seed(epoch_seed(config.seed, "init:fusion", 0))
-        fusion = config.fusion
-        head = create_fusion_head(
-            fusion.head, image_features=sum(b.num_features for b in branches.values()),
-            projection=fusion.projection, hidden=fusion.hidden, dropout=fusion.dropout,
-            weight=fusion.blend_weight, bound=fusion.residual_bound)
-    return MultimodalModel(branches, head)
-
-
-class _MixupLoss(nn.Module):
-    """lam * loss(y_a) + (1 - lam) * loss(y_b) for mixed batches; plain loss otherwise."""
-
-    def __init__(self, loss: nn.Module):
-        super().__init__()
-        self.loss = loss
-
-    def forward(self, logits, target):
-        if isinstance(target, tuple):
-            y_a, y_b, lam = target
-            return lam * self.loss(logits, y_a) + (1 - lam) * self.loss(logits, y_b)
-        return self.loss(logits, target)
 
 
 @dataclass
@@ -277,7 +151,7 @@ class ImageStages:
                 lr, epochs = config.stage2.lr, config.stage2.epochs
                 opened = {m: unfreeze_top(b.backbone.layer_groups, config.stage2.unfreeze_pct)
                           for m, b in model.branches.items()}
-        loss = _MixupLoss(self._loss()).to(self.device)
+        loss = MixupLoss(self._loss()).to(self.device)
         settings = LoopSettings(
             epochs=epochs, lr=lr, optimizer=config.optim.optimizer,
             weight_decay=config.optim.weight_decay, grad_clip=config.optim.grad_clip,
@@ -405,20 +279,3 @@ class ImageStages:
         return sample_proba(row_proba, self.val.sample_pos, self.val_fallback), row_qwk
 
 
-def image_crops(cohort: Cohort, config: TrialConfig, cache: ArtifactCache) -> dict[str, Any]:
-    """The preprocessed crops of every image modality of the trial (cached per data and size)."""
-    return {m: cached_crops(cohort, m, config.image.size, cache) for m in config.image_modalities}
-
-
-@functools.lru_cache(maxsize=8)
-def weights_fingerprint(pretrained: str) -> str:
-    """What a branch's starting weights are: `none`, `imagenet`, or the SHA-256 of a state-dict
-    file (a file replaced under the same name is a different start)."""
-    path = Path(pretrained)
-    if pretrained in ("none", "imagenet") or not path.is_file():
-        return pretrained
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
