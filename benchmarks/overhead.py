@@ -25,7 +25,8 @@ import ray
 
 from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
 from dfu_train.results import store
-from dfu_train.sweep.launch import plan_sweep, run_sweep
+from dfu_train.sweep.launch import run_sweep
+from dfu_train.sweep.plan import plan_sweep
 from dfu_train.sweep.local_ray import start_local_ray
 from dfu_train.sweep.space import parse_sweep
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from dfu_train.cli import app
 from dfu_train.results import store
-from dfu_train.sweep.launch import plan_sweep, write_manifest
+from dfu_train.sweep.plan import plan_sweep, write_manifest
 from dfu_train.sweep.space import parse_sweep
 from dfu_train.training.fold import run_fold
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dfu_train.results import store
-from dfu_train.sweep.launch import create_trainable, max_concurrent_trials, plan_sweep, run_sweep
+from dfu_train.sweep.launch import create_trainable, max_concurrent_trials, run_sweep
+from dfu_train.sweep.plan import plan_sweep
 from dfu_train.sweep.space import parse_sweep
 
 pytestmark = pytest.mark.ray

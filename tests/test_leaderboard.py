@@ -7,7 +7,7 @@ import pytest
 
 from dfu_train.errors import ConfigError
 from dfu_train.results import store
-from dfu_train.sweep.launch import plan_sweep, write_manifest
+from dfu_train.sweep.plan import plan_sweep, write_manifest
 from dfu_train.results.leaderboard import build_leaderboard, query
 from dfu_train.sweep.space import parse_sweep
 from dfu_train.training.fold import run_fold

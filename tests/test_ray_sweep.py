@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from dfu_train.cli import app
 from dfu_train.data import schema
 from dfu_train.results import store
-from dfu_train.sweep.launch import plan_sweep, run_sweep
+from dfu_train.sweep.launch import run_sweep
+from dfu_train.sweep.plan import plan_sweep
 from dfu_train.results.leaderboard import build_leaderboard
 from dfu_train.sweep.space import parse_sweep
 

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from dfu_train.results import store
-from dfu_train.sweep.launch import plan_sweep, run_sweep
+from dfu_train.sweep.launch import run_sweep
+from dfu_train.sweep.plan import plan_sweep
 from dfu_train.results.leaderboard import build_leaderboard
 from dfu_train.sweep.space import parse_sweep
 

@@ -9,7 +9,8 @@ import pytest
 from dfu_train.data.cohort import load_cohort
 from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
 from dfu_train.errors import ConfigError, DataError
-from dfu_train.sweep.launch import max_concurrent_trials, plan_sweep
+from dfu_train.sweep.launch import max_concurrent_trials
+from dfu_train.sweep.plan import plan_sweep
 from dfu_train.sweep.space import expand_configs, load_sweep, parse_sweep
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
@@ -104,7 +105,7 @@ def test_a_recorded_sweep_is_recognised_after_an_upgrade_and_a_different_one_ref
     import json
 
     from dfu_train.results import store
-    from dfu_train.sweep.launch import write_manifest
+    from dfu_train.sweep.plan import write_manifest
 
     spec = parse_sweep({"name": "upgraded", "space": {"seed": {"grid": [0, 1]}}})
     plan = plan_sweep(spec, data_root=synthetic_root, storage=tmp_path)

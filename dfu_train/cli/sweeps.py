@@ -183,7 +183,7 @@ def sweep_run(
 
 
 def _run_sweep_file(sweep_file: Path, **options):
-    from dfu_train.sweep.launch import plan_sweep
+    from dfu_train.sweep.plan import plan_sweep
     from dfu_train.sweep.space import load_sweep
 
     watched = {"address": options.pop("address"), "mode": options.pop("progress", "lines"),
@@ -204,7 +204,7 @@ def sweep_resume(
     progress: ProgressMode = ProgressView.auto,
 ) -> None:
     """Continue a sweep after a crash or Ctrl-C: finished folds are kept, the rest continue."""
-    from dfu_train.sweep.launch import plan_sweep
+    from dfu_train.sweep.plan import plan_sweep
     from dfu_train.sweep.space import parse_sweep
     from dfu_train.results.store import read_manifest, resolve_sweep
 
@@ -233,7 +233,7 @@ def sweep_promote(
 ) -> None:
     """Run the top screened configs on every fold (and extra fold seeds) into the same sweep.
     Recorded folds are not re-run; running the same promotion again continues it."""
-    from dfu_train.sweep.launch import plan_promotion
+    from dfu_train.sweep.plan import plan_promotion
     from dfu_train.results.store import resolve_sweep
 
     progress = progress.value

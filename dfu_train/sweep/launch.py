@@ -1,221 +1,29 @@
-"""Put a sweep together: plan (all validation, before Ray), then Tuner + scheduler + storage.
-
-`plan_sweep` plays the role of Optuna's `create_study`: it checks the sweep file, the cohort, the
-folds and the storage, and writes nothing until all of them are valid. `run_sweep` only wires Ray:
-the scheduler and the trainable are separate pieces, each made by a small factory.
-"""
+"""Run a planned sweep on Ray: the cluster's resources checked, then Tuner + search +
+scheduler + storage. Each piece is made by a small factory; the planning is in `plan.py`."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import ray
 from ray import tune
 
-from dfu_train.config import TrialConfig
-from dfu_train.data.check import check_cohort_for
-from dfu_train.data.cohort import Cohort, load_cohort
-from dfu_train.data.folds import check_fold_count
-from dfu_train.errors import ConfigError, DataError
+from dfu_train.errors import ConfigError
 from dfu_train.location import Location
 from dfu_train.results import store
 from dfu_train.sweep.console import keep_ray_quiet, quiet_console
 from dfu_train.sweep.events import TrialLines
 from dfu_train.sweep.local_ray import connect_ray, start_local_ray
+from dfu_train.sweep.plan import SweepPlan, check_same_sweep, record_promotion, write_manifest
 from dfu_train.sweep.reservations import ReleaseOrphanedReservations
-from dfu_train.sweep.space import (SweepSpec, expand_configs, longest_values, parse_sweep,
-                                   search_domains)
+from dfu_train.sweep.space import SweepSpec, search_domains
 from dfu_train.sweep.trainable import fold_trainable, inline_fold_trainable
-from dfu_train.training.schedule import schedule_length
 
 DRIVER_CPUS = 0.25  # the Tune driver only waits on its TorchTrainer
 DRIVER_SHARE = 0.01  # of a custom driver resource: 100 trial drivers per unit on the head
-DEFAULT_DATA_ROOT = "results/demo-data"
 BUCKET_SYNC_S = 15  # seconds between uploads of Tune's experiment state to the storage
-
-
-@dataclass(frozen=True)
-class SweepPlan:
-    spec: SweepSpec
-    name: str
-    sweep_dir: Location
-    data_root: Path
-    cohort: Cohort
-    configs: tuple[tuple[TrialConfig, dict[str, Any]], ...]
-    experiment: str = store.TUNE_DIR  # the Tune experiment folder inside the sweep folder
-    promotion: dict | None = None  # the manifest entry of a promotion, recorded once it runs
-
-    @property
-    def folds(self) -> tuple[int, ...]:
-        return self.spec.cv.folds()
-
-    @property
-    def proposes(self) -> bool:
-        """True when a search algorithm proposes the configs while the sweep runs; `configs`
-        are then random draws that validated the space."""
-        return self.spec.search.searcher.proposes and self.experiment == store.TUNE_DIR
-
-    @property
-    def n_configs(self) -> int:
-        return self.spec.search.num_samples if self.proposes else len(self.configs)
-
-    @property
-    def n_trials(self) -> int:
-        return self.n_configs * len(self.folds)
-
-    @property
-    def schedule_length(self) -> int:
-        """The longest trial in `progress` steps: ASHA's horizon."""
-        if self.proposes:
-            longest = longest_values(self.spec)
-            return max(schedule_length(c.override(longest)) for c, _ in self.configs)
-        return max(schedule_length(config) for config, _ in self.configs)
-
-    @property
-    def cache_root(self) -> str:
-        """Shared by every sweep under the same storage unless the sweep file names another."""
-        return self.spec.cache.root or str(self.sweep_dir.parent / store.CACHE_DIR)
-
-    @property
-    def spec_hash(self) -> str:
-        return spec_hash(self.spec, self.cohort.fingerprint)
-
-
-def spec_hash(spec: SweepSpec, cohort_fingerprint: str) -> str:
-    """What makes two sweeps the same sweep: the parsed sweep file (defaults filled in) and the
-    cohort; not its name, data root or cache settings."""
-    blob = json.dumps([spec.model_dump(mode="json", exclude={"name", "data", "cache"}),
-                       cohort_fingerprint], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
-               storage: str | Path | Location = "results", name: str | None = None,
-               source: str = "sweep") -> SweepPlan:
-    """Validate everything a sweep needs; raise ConfigError/DataError before any work starts."""
-    name = name or spec.name
-    if not name:
-        raise ConfigError(f"{source}: the sweep has no name; set `name:` or pass --name")
-    if not all(c.isalnum() or c in "-_." for c in name):
-        raise ConfigError(f"sweep name {name!r}: use letters, digits, '-', '_' and '.' only")
-    root = Path(data_root or spec.data.root or DEFAULT_DATA_ROOT)
-    configs = tuple(expand_configs(spec))
-    requested = {m for config, _ in configs for m in config.modalities}
-    for values in spec.space.get("modalities", {}).values():  # a search may propose any choice
-        requested.update(m for value in values for m in value)
-    cohort = check_cohort_for(root, modalities=requested, n_folds=spec.cv.n_folds, source=source)
-    storage = store.storage_path(storage)
-    sweep_dir = storage / name
-    _check_writable(storage)
-    return SweepPlan(spec, name, sweep_dir, root.resolve(), cohort, configs)
-
-
-def plan_promotion(sweep_dir: Location, *, top: int,
-                   fold_seeds: tuple[int, ...] = ()) -> SweepPlan:
-    """The top `top` configs of a (screening) sweep on every fold, under the sweep's fold seed
-    and each of `fold_seeds`: trials of a new Tune experiment in the same sweep folder. Folds
-    already recorded are not run again; the same promotion run twice continues the first."""
-    from dfu_train.results.leaderboard import build_leaderboard
-
-    if top < 1:
-        raise ConfigError(f"--top must be at least 1 (got {top})")
-    manifest = store.read_manifest(sweep_dir)
-    board = build_leaderboard(sweep_dir)
-    # Configs compete on the folds they were screened on, not on folds some got from promotions.
-    board = board[board["qwk_screen_mean"].notna()].sort_values("qwk_screen_mean",
-                                                                ascending=False, kind="stable")
-    if board.empty:
-        raise ConfigError(f"{sweep_dir}: no finished fold to promote from yet")
-    spec = parse_sweep(manifest["spec"], source=str(sweep_dir / store.MANIFEST))
-    seeds = tuple(dict.fromkeys((spec.cv.seed, *fold_seeds)))
-    promoted = spec.model_copy(update={
-        "cv": spec.cv.model_copy(update={"run_folds": "all"}),
-        "scheduler": spec.scheduler.model_copy(update={"type": "none"})})
-    chosen = list(board["config_id"][:top])
-    known = {r["config_id"]: r for r in store.read_fold_results(sweep_dir)}
-    configs = []
-    for config_id in chosen:
-        config = TrialConfig.from_dict(known[config_id]["config"])
-        for seed in seeds:
-            configs.append((config.override({"cv.seed": seed}), known[config_id]["params"]))
-    root = Path(manifest["data_root"])
-    cohort = load_cohort(root)
-    check_fold_count(cohort, spec.cv.n_folds)
-    if cohort.fingerprint != manifest["cohort_fingerprint"]:
-        raise DataError(f"{root}: the cohort changed since the sweep ran; promote into a new sweep")
-    key = hashlib.sha256(json.dumps([chosen, seeds]).encode()).hexdigest()[:8]
-    experiment = f"{store.PROMOTE_PREFIX}{key}"
-    return SweepPlan(promoted, manifest["name"], sweep_dir, root, cohort, tuple(configs),
-                     experiment=experiment,
-                     promotion={"experiment": experiment, "configs": chosen,
-                                "fold_seeds": list(seeds), "folds": list(promoted.cv.folds())})
-
-
-def record_promotion(plan: SweepPlan) -> None:
-    """Add the promotion to the manifest: only once it is planned and its Tuner is built, so a
-    promotion that fails before it runs leaves `sweep.json` as it was."""
-    manifest = store.read_manifest(plan.sweep_dir)
-    promotions = [p for p in manifest.get("promotions", [])
-                  if p["experiment"] != plan.promotion["experiment"]]
-    store.write_json_atomic(plan.sweep_dir / store.MANIFEST,
-                            {**manifest, "promotions": [*promotions, plan.promotion]})
-
-
-def _check_writable(storage: Location) -> None:
-    try:
-        storage.mkdir()
-        probe = storage / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.delete()
-    except OSError as exc:
-        raise ConfigError(f"storage {storage} is not writable ({exc.strerror or exc})") from None
-
-
-def check_same_sweep(plan: SweepPlan) -> bool:
-    """True when the sweep folder already records this sweep; a different sweep under the same
-    name is refused."""
-    if not (plan.sweep_dir / store.MANIFEST).is_file():
-        return False
-    if _recorded_spec_hash(store.read_manifest(plan.sweep_dir)) != plan.spec_hash:
-        raise ConfigError(f"{plan.sweep_dir} already holds a different sweep (other file or "
-                          "cohort); pass another --name")
-    return True
-
-
-def write_manifest(plan: SweepPlan) -> None:
-    """Record the sweep once; a different sweep under the same name is refused."""
-    path = plan.sweep_dir / store.MANIFEST
-    if check_same_sweep(plan):
-        return
-    store.write_json_atomic(path, {
-        "name": plan.name,
-        "spec": plan.spec.model_dump(mode="json"),
-        "spec_hash": plan.spec_hash,
-        "data_root": str(plan.data_root),
-        "cohort_fingerprint": plan.cohort.fingerprint,
-        "folds": list(plan.folds),
-        "configs": [] if plan.proposes else [
-            {"config_id": c.config_id, "params": p, "config": c.to_dict()} for c, p in plan.configs],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
-
-
-def _recorded_spec_hash(manifest: dict) -> str | None:
-    """The recorded sweep's hash as this version computes it: a sweep file recorded before a
-    setting was added (and so without it) is still the same sweep, with the default filled in."""
-    try:
-        return spec_hash(parse_sweep(manifest["spec"], source=store.MANIFEST),
-                         manifest["cohort_fingerprint"])
-    except (ConfigError, KeyError, TypeError):
-        return None
 
 
 def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
