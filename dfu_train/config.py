@@ -260,12 +260,45 @@ class TrialConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def identity(self) -> dict[str, Any]:
+        """What changes this trial's computation: the sections it uses and, within them, only
+        the settings that act: the chosen fusion head's own options, the settings of stages
+        that run (pretraining, stage 1, stage 2 with epochs), never run-time settings
+        (`optim.checkpoint_every`)."""
+        data = {k: v for k, v in self.to_dict().items() if k in self.relevant_sections()}
+        if "fusion" in data:
+            from dfu_train.models.fusion import head_options
+
+            data["fusion"] = {k: data["fusion"][k] for k in ("head", *head_options(self.fusion.head))}
+        for stage in ("stage1", "stage2"):
+            if stage in data and not data[stage]["epochs"]:
+                data[stage] = {"epochs": 0}
+        for modality in self.image_modalities:
+            if not self.branch(modality).pretrain_epochs:
+                data[modality] = {k: v for k, v in data[modality].items()
+                                  if k not in PRETRAINING_ONLY}
+        if "optim" in data:
+            data["optim"] = {k: v for k, v in data["optim"].items() if k not in RUN_TIME}
+        return data
+
+    def used_names(self) -> frozenset[str]:
+        """The dotted names in `identity`: parameters this trial uses."""
+        return frozenset(f"{section}.{key}" if isinstance(values, dict) else section
+                         for section, values in self.identity().items()
+                         for key in (values if isinstance(values, dict) else [None]))
+
     @property
     def config_id(self) -> str:
-        """Short hash of the sections this trial uses (never `cv` or `train`): all folds of a
-        config share it, and values a trial ignores do not change it."""
-        data = {k: v for k, v in self.to_dict().items() if k in self.relevant_sections()}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+        """Short hash of `identity` (never `cv` or `train`): all folds of a config share it, and
+        values a trial ignores do not change it."""
+        return _short_hash(self.identity())
+
+    @property
+    def earlier_config_id(self) -> str:
+        """The id earlier versions gave this config (every setting of the sections it uses):
+        exports and sweep folders they wrote carry it."""
+        return _short_hash({k: v for k, v in self.to_dict().items()
+                            if k in self.relevant_sections()})
 
     def get(self, dotted: str) -> Any:
         node: Any = self
@@ -295,6 +328,14 @@ class TrialConfig(_Section):
             else:
                 names.append(name)
         return tuple(names)
+
+
+PRETRAINING_ONLY = frozenset({"pretrain_lr", "mixup", "freeze_backbone"})
+RUN_TIME = frozenset({"checkpoint_every"})
+
+
+def _short_hash(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _split(dotted: str) -> list[str]:
@@ -331,7 +372,7 @@ def load_trial_config(path: str) -> TrialConfig:
         config = TrialConfig.from_dict(data["config"] if "config" in data else data)
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}") from None
-    if expected is not None and expected != config.config_id:
+    if expected is not None and expected not in (config.config_id, config.earlier_config_id):
         raise ConfigError(f"{file}: config_id {expected} does not match its values "
                           f"({config.config_id}); the file was edited after export")
     return config

@@ -112,3 +112,48 @@ def test_exported_config_round_trips_and_tampering_is_caught(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="edited after export"):
         load_trial_config(str(path))
+
+
+FUSION = {"modalities": ["metadata", "thermal_map"]}
+
+
+def test_config_id_hashes_only_what_the_trial_uses():
+    base = TrialConfig().override(FUSION)
+    same = [base.override({"fusion.blend_weight": 0.1}),  # residual head: not its option
+            base.override({"fusion.projection": 16}),
+            base.override({"optim.checkpoint_every": 7}),  # a run-time setting
+            base.override({"stage2.epochs": 0}).override({"stage2.lr": 0.05})
+            .override({"stage2.epochs": 0})]
+    assert all(c.config_id == base.config_id for c in same[:3])
+    assert same[3].config_id == base.override({"stage2.epochs": 0}).config_id
+    assert base.override({"fusion.residual_bound": 2.0}).config_id != base.config_id
+    assert base.override({"stage2.lr": 0.05}).config_id != base.config_id  # stage 2 runs here
+    blend = base.override({"fusion.head": "fixed_blend"})
+    assert blend.override({"fusion.blend_weight": 0.1}).config_id != blend.config_id
+    assert "fusion.blend_weight" not in base.used_names()
+    assert "optim.checkpoint_every" not in base.used_names()
+    assert TrialConfig().config_id == TrialConfig().earlier_config_id  # metadata ids unchanged
+
+
+def test_unused_parameters_are_neither_kept_nor_multiplied():
+    from dfu_train.sweep.space import expand_configs, parse_sweep
+
+    spec = parse_sweep({"search": {"algorithm": "grid"}, "fixed": {**FUSION, "stage2.epochs": 0},
+                        "space": {"fusion.blend_weight": {"grid": [0.1, 0.3, 0.5]},
+                                  "stage2.lr": {"grid": [1e-4, 1e-3]},
+                                  "fusion.residual_bound": {"grid": [0.5, 1.0]}}})
+    configs = expand_configs(spec)
+    assert len(configs) == 2  # only residual_bound acts on these trials
+    assert [sorted(params) for _, params in configs] == [["fusion.residual_bound"]] * 2
+
+
+def test_an_export_made_by_an_earlier_version_is_still_accepted(tmp_path):
+    config = TrialConfig().override(FUSION)
+    assert config.config_id != config.earlier_config_id
+    export = tmp_path / "old.json"
+    export.write_text(json.dumps({"config_id": config.earlier_config_id,
+                                  "config": config.to_dict()}))
+    assert load_trial_config(str(export)) == config
+    export.write_text(json.dumps({"config_id": "0123456789", "config": config.to_dict()}))
+    with pytest.raises(ConfigError, match="edited after export"):
+        load_trial_config(str(export))

@@ -30,14 +30,14 @@ def test_every_head_returns_logits_and_has_trainable_or_fixed_parameters(name):
 
 def test_residual_head_at_initialisation_returns_the_forest_probabilities():
     rf, features, logits = _inputs()
-    head = create_fusion_head("residual", image_features=8, bound=0.5)
+    head = create_fusion_head("residual", image_features=8, residual_bound=0.5)
     probabilities = head(rf, features, logits).softmax(dim=1)
     assert torch.allclose(probabilities, rf, atol=1e-5)
 
 
 def test_residual_correction_is_bounded():
     rf, features, logits = _inputs()
-    head = create_fusion_head("residual", image_features=8, bound=0.5)
+    head = create_fusion_head("residual", image_features=8, residual_bound=0.5)
     torch.nn.init.constant_(head.correction.weight, 100.0)
     shift = head(rf, features * 100, logits) - torch.log(rf + 1e-6)
     assert shift.abs().max() <= 0.5 + 1e-6
@@ -45,11 +45,11 @@ def test_residual_correction_is_bounded():
 
 def test_fixed_blend_is_exactly_the_configured_mixture():
     rf, features, logits = _inputs()
-    head = create_fusion_head("fixed_blend", image_features=8, weight=0.3)
+    head = create_fusion_head("fixed_blend", image_features=8, blend_weight=0.3)
     expected = 0.3 * logits.softmax(dim=1) + 0.7 * rf
     assert torch.allclose(head(rf, features, logits).exp(), expected, atol=1e-5)
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
-        create_fusion_head("fixed_blend", image_features=8, weight=1.5)
+        create_fusion_head("fixed_blend", image_features=8, blend_weight=1.5)
 
 
 def test_forest_probabilities_meet_the_head_untouched():
@@ -73,3 +73,15 @@ def test_image_branch_gives_features_and_logits():
     images = torch.rand(4, 3, 32, 32) * 255
     assert branch.features(images).shape == (4, 16)
     assert branch(images).shape == (4, 3)
+
+
+def test_each_head_declares_its_options_and_refuses_others():
+    from dfu_train.errors import ConfigError
+    from dfu_train.models.fusion import head_options
+
+    assert head_options("fixed_blend") == ("blend_weight",)
+    assert head_options("residual") == ("residual_bound",)
+    assert head_options("gated") == ()
+    assert set(head_options("feature_concat")) == {"projection", "hidden", "dropout"}
+    with pytest.raises(ConfigError, match="takes no option 'blend_weight'; it takes residual_bound"):
+        create_fusion_head("residual", image_features=8, blend_weight=0.2)

@@ -186,3 +186,34 @@ def test_seeds_outside_the_range_libraries_accept_are_refused_up_front(tmp_path,
                                  "--storage", str(tmp_path / "r")])
     assert result.exit_code == 2 and "cv.seed" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_an_older_sweep_folder_keeps_its_recorded_ids_through_promotion_and_confirmation(
+        tmp_path, synthetic_root, cohort):
+    """Configs recorded under the ids an earlier version gave them: a promotion runs them under
+    those ids (so promoted folds join the screened ones), and a confirmation finds them."""
+    from dfu_train.config import TrialConfig
+    from dfu_train.results.confirm import check_confirmation
+    from dfu_train.sweep.launch import _param_space
+    from dfu_train.sweep.plan import plan_promotion
+
+    sweep_dir = store.storage_path(tmp_path) / "older"
+    configs = [TrialConfig().override({"modalities": ["metadata", "thermal_map"],
+                                       "fusion.residual_bound": bound, "cv.n_folds": 3})
+               for bound in (0.5, 2.0)]
+    ids = [c.earlier_config_id for c in configs]
+    assert ids != [c.config_id for c in configs]
+    store.write_json_atomic(sweep_dir / store.MANIFEST, {
+        "name": "older", "spec": {"cv": {"seed": 42, "n_folds": 3, "run_folds": [0]},
+                                  "search": {"algorithm": "grid"}, "fixed": {}, "space": {}},
+        "folds": [0], "configs": [{"config_id": i, "params": {}} for i in ids],
+        "data_root": str(synthetic_root), "cohort_fingerprint": cohort.fingerprint})
+    for config, config_id, qwk in zip(configs, ids, (0.3, 0.4)):
+        store.write_fold_result(sweep_dir, {**_record(config_id, 42, 0, qwk),
+                                            "config": config.to_dict()})
+    plan = plan_promotion(sweep_dir, top=1, fold_seeds=(7,))
+    assert set(plan.recorded_ids) == {ids[1]} and plan.promotion["configs"] == [ids[1]]
+    trials = _param_space(plan)["trial"]["grid_search"]
+    assert {t["config_id"] for t in trials} == {ids[1]}
+    root, screening, recorded = check_confirmation(sweep_dir, configs[1], [100])
+    assert recorded == ids[1] and screening == 0.4

@@ -77,8 +77,9 @@ def cv_command(
             raise ConfigError("--sweep confirms on fresh fold seeds: pass --fold-seeds, e.g. "
                               "--fold-seeds 100,101,102")
         sweep_dir = store.resolve_sweep(sweep, storage=storage)
-        data_root, screening = check_confirmation(sweep_dir, trial, seeds, data_root=data_root)
-        confirmation = Confirmation(sweep_dir, trial.config_id)
+        data_root, screening, recorded_id = check_confirmation(sweep_dir, trial, seeds,
+                                                               data_root=data_root)
+        confirmation = Confirmation(sweep_dir, recorded_id)
     cohort = checked_cohort(data_root or DEMO_DATA, trial)
     cache = ArtifactCache(cache_dir, enabled=not no_cache)
     with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
@@ -100,8 +101,10 @@ def cv_command(
             bar.advance(task)
 
         folds = run_cv(trial, cohort, seeds=seeds, n_jobs=jobs, cache=cache, done=recorded,
-                       on_fold=finished)
+                       on_fold=finished, config_id=confirmation and confirmation.config_id)
     summary = summarize_cv(trial, seeds, folds)
+    if confirmation is not None:
+        summary["config_id"] = confirmation.config_id  # as the sweep recorded it
     if screening is not None:
         summary["sweep"] = sweep
         summary["qwk_screen_mean"] = screening

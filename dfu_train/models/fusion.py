@@ -9,6 +9,7 @@ unconstrained learned weight collapsed; the heads here keep the forest's output 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from types import MappingProxyType
 
@@ -34,7 +35,7 @@ class FeatureConcat(nn.Module):
     """[forest probabilities, (projected) image features] -> MLP -> logits."""
 
     def __init__(self, image_features: int, *, projection: int = 0, hidden: tuple[int, ...] = (),
-                 dropout: float = 0.0, **_):
+                 dropout: float = 0.0):
         super().__init__()
         self.project = nn.Linear(image_features, projection) if projection else nn.Identity()
         self.mlp = _mlp(N_CLASSES + (projection or image_features), hidden, dropout)
@@ -46,8 +47,7 @@ class FeatureConcat(nn.Module):
 class ProbConcat(nn.Module):
     """[image probabilities, forest probabilities] -> MLP -> logits."""
 
-    def __init__(self, image_features: int, *, hidden: tuple[int, ...] = (), dropout: float = 0.0,
-                 **_):
+    def __init__(self, image_features: int, *, hidden: tuple[int, ...] = (), dropout: float = 0.0):
         super().__init__()
         self.mlp = _mlp(2 * N_CLASSES, hidden, dropout)
 
@@ -58,7 +58,7 @@ class ProbConcat(nn.Module):
 class Gated(nn.Module):
     """A per-sample gate from the image features mixes image and forest log-probabilities."""
 
-    def __init__(self, image_features: int, **_):
+    def __init__(self, image_features: int):
         super().__init__()
         self.gate = nn.Linear(image_features, 1)
 
@@ -70,11 +70,11 @@ class Gated(nn.Module):
 class Residual(nn.Module):
     """Forest log-probabilities plus a bounded image correction that starts at exactly zero."""
 
-    def __init__(self, image_features: int, *, bound: float = 1.0, **_):
+    def __init__(self, image_features: int, *, residual_bound: float = 1.0):
         super().__init__()
-        if bound <= 0:
-            raise ConfigError(f"fusion residual bound must be positive (got {bound})")
-        self.bound = bound
+        if residual_bound <= 0:
+            raise ConfigError(f"fusion residual bound must be positive (got {residual_bound})")
+        self.bound = residual_bound
         self.correction = nn.Linear(image_features, N_CLASSES)
         nn.init.zeros_(self.correction.weight)
         nn.init.zeros_(self.correction.bias)
@@ -87,11 +87,11 @@ class Residual(nn.Module):
 class FixedBlend(nn.Module):
     """log(w * image probabilities + (1 - w) * forest probabilities), w a config value."""
 
-    def __init__(self, image_features: int, *, weight: float = 0.3, **_):
+    def __init__(self, image_features: int, *, blend_weight: float = 0.3):
         super().__init__()
-        if not 0 <= weight <= 1:
-            raise ConfigError(f"fusion fixed_blend weight must lie in [0, 1] (got {weight})")
-        self.weight = weight
+        if not 0 <= blend_weight <= 1:
+            raise ConfigError(f"fusion fixed_blend weight must lie in [0, 1] (got {blend_weight})")
+        self.weight = blend_weight
 
     def forward(self, rf_proba, image_features, image_logits):
         blend = self.weight * image_logits.softmax(dim=1) + (1 - self.weight) * rf_proba
@@ -107,10 +107,21 @@ FUSION_HEADS: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyType
 })
 
 
+def head_options(name: str) -> tuple[str, ...]:
+    """The `fusion.*` options the head takes (its keyword-only arguments, named as in the
+    config): the only fusion settings that change a trial with this head."""
+    parameters = inspect.signature(FUSION_HEADS[name]).parameters.values()
+    return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
 def create_fusion_head(name: str, *, image_features: int, **options) -> nn.Module:
     if name not in FUSION_HEADS:
         raise ConfigError(f"unknown fusion head {name!r}{did_you_mean(name, FUSION_HEADS)}; "
                           f"choose from {', '.join(FUSION_HEADS)}")
+    unknown = sorted(set(options) - set(head_options(name)))
+    if unknown:
+        raise ConfigError(f"fusion head {name!r} takes no option {unknown[0]!r}; it takes "
+                          f"{', '.join(head_options(name)) or 'none'}")
     return FUSION_HEADS[name](image_features, **options)
 
 

@@ -18,13 +18,14 @@ from dfu_train.results import store
 
 
 def check_confirmation(sweep_dir: Location, config: TrialConfig, seeds: list[int], *,
-                       data_root: str | Path | None = None) -> tuple[Path, float | None]:
-    """The data root to confirm on and the config's screening QWK in the sweep; refuses a
-    config the sweep never ran, fold seeds that took part in choosing it, another number of
-    folds, or a cohort other than the sweep's."""
+                       data_root: str | Path | None = None) -> tuple[Path, float | None, str]:
+    """The data root to confirm on, the config's screening QWK in the sweep and the id the
+    sweep recorded it under (an earlier version's id for older sweeps); refuses a config the
+    sweep never ran, fold seeds that took part in choosing it, another number of folds, or a
+    cohort other than the sweep's."""
     manifest = store.read_manifest(sweep_dir)
-    records = [r for r in store.read_fold_results(sweep_dir)
-               if r["config_id"] == config.config_id]
+    ids = (config.config_id, config.earlier_config_id)
+    records = [r for r in store.read_fold_results(sweep_dir) if r["config_id"] in ids]
     if not records:
         raise ConfigError(f"config {config.config_id} has no finished fold in sweep "
                           f"{sweep_dir.name}; export a config from that sweep's leaderboard "
@@ -33,8 +34,9 @@ def check_confirmation(sweep_dir: Location, config: TrialConfig, seeds: list[int
     if config.cv.n_folds != n_folds:
         raise ConfigError(f"the config uses cv.n_folds={config.cv.n_folds}, the sweep "
                           f"{n_folds}: confirm with the sweep's number of folds")
+    recorded_id = records[0]["config_id"]
     used = {r["fold_seed"] for r in records} | {
-        seed for seed, _ in store.planned_folds(manifest).get(config.config_id, ())}
+        seed for seed, _ in store.planned_folds(manifest).get(recorded_id, ())}
     reused = sorted(used & set(seeds))
     if reused:
         raise ConfigError(f"fold seed {reused[0]} took part in choosing config "
@@ -48,7 +50,7 @@ def check_confirmation(sweep_dir: Location, config: TrialConfig, seeds: list[int
     screening = store.screening_folds(manifest)
     qwks = [r["metrics"]["qwk"] for r in records
             if (r["fold_seed"], r["fold"]) in screening and r["metrics"]["qwk"] is not None]
-    return root, (round(sum(qwks) / len(qwks), 4) if qwks else None)
+    return root, (round(sum(qwks) / len(qwks), 4) if qwks else None), recorded_id
 
 
 class Confirmation:

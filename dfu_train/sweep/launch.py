@@ -208,12 +208,13 @@ def _param_space(plan: SweepPlan) -> dict:
     }
     if plan.proposes:
         return {"settings": settings, "fold": plan.folds[0], "params": search_domains(plan.spec)}
-    trials = [{"config_id": c.config_id, "params": p, "config": c.to_dict()}
-              for c, p in plan.configs]
+    ids = plan.recorded_ids or tuple(c.config_id for c, _ in plan.configs)
+    trials = [{"config_id": config_id, "params": p, "config": c.to_dict()}
+              for config_id, (c, p) in zip(ids, plan.configs)]
     return {"settings": settings, "trial": tune.grid_search(trials),
             "fold": tune.grid_search(list(plan.folds))}
 
 
 def _trial_dirname(trial) -> str:
-    config_id = store.trial_of(trial.config)[0].config_id
-    return f"{config_id}-f{trial.config['fold']}-{trial.trial_id}"
+    config_id, _, fold = store.trial_key(trial.config)
+    return f"{config_id}-f{fold}-{trial.trial_id}"

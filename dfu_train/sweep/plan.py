@@ -39,6 +39,9 @@ class SweepPlan:
     configs: tuple[tuple[TrialConfig, dict[str, Any]], ...]
     experiment: str = store.TUNE_DIR  # the Tune experiment folder inside the sweep folder
     promotion: dict | None = None  # the manifest entry of a promotion, recorded once it runs
+    # The ids a promotion's configs were recorded under (an earlier version may have given
+    # another id than `config_id`); empty: each config's own `config_id`.
+    recorded_ids: tuple[str, ...] = ()
 
     @property
     def folds(self) -> tuple[int, ...]:
@@ -128,11 +131,12 @@ def plan_promotion(sweep_dir: Location, *, top: int,
         "scheduler": spec.scheduler.model_copy(update={"type": "none"})})
     chosen = list(board["config_id"][:top])
     known = {r["config_id"]: r for r in store.read_fold_results(sweep_dir)}
-    configs = []
+    configs, ids = [], []
     for config_id in chosen:
         config = TrialConfig.from_dict(known[config_id]["config"])
         for seed in seeds:
             configs.append((config.override({"cv.seed": seed}), known[config_id]["params"]))
+            ids.append(config_id)  # the promoted folds join the recorded ones, whatever version
     root = Path(manifest["data_root"])
     cohort = load_cohort(root)
     check_fold_count(cohort, spec.cv.n_folds)
@@ -141,7 +145,7 @@ def plan_promotion(sweep_dir: Location, *, top: int,
     key = hashlib.sha256(json.dumps([chosen, seeds]).encode()).hexdigest()[:8]
     experiment = f"{store.PROMOTE_PREFIX}{key}"
     return SweepPlan(promoted, manifest["name"], sweep_dir, root, cohort, tuple(configs),
-                     experiment=experiment,
+                     experiment=experiment, recorded_ids=tuple(ids),
                      promotion={"experiment": experiment, "configs": chosen,
                                 "fold_seeds": list(seeds), "folds": list(promoted.cv.folds())})
 

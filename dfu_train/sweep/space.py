@@ -234,7 +234,9 @@ def expand_configs(spec: SweepSpec) -> list[tuple[TrialConfig, dict[str, Any]]]:
             params = dict(zip(grid, point))
             params.update({k: _plain(d.sample(random_state=rng)) for k, d in random.items()})
             config = base.override(params)
-            configs.setdefault(config.config_id, (config, params))
+            used = config.used_names()  # a value the config ignores is neither kept nor shown
+            configs.setdefault(config.config_id,
+                               (config, {k: v for k, v in params.items() if k in used}))
     return list(configs.values())
 
 

@@ -34,9 +34,9 @@ POLL_ENV, POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.05"
 
 
 def _recorded(tune_config: dict) -> dict | None:
-    config, _ = store.trial_of(tune_config)
+    config_id, seed, fold = store.trial_key(tune_config)
     return store.read_fold_result(Location(tune_config["settings"]["sweep_dir"]),
-                                  config.config_id, config.cv.seed, tune_config["fold"])
+                                  config_id, seed, fold)
 
 
 def _report_recorded(record: dict) -> None:
@@ -149,7 +149,8 @@ def _run_and_record(tune_config: dict, *, trial_id: str, trial_started: float, r
         })
 
     run_fold(config, cohort, tune_config["fold"], report=report, n_jobs=cpus, resume=resume,
-             cache=cache, device=device, on_result=record)
+             cache=cache, device=device, on_result=record,
+             config_id=store.trial_key(tune_config)[0])  # as planned, also by earlier versions
 
 
 def _load_checkpoint(checkpoint) -> FoldCheckpoint | None:

@@ -14,17 +14,19 @@ from dfu_train.training.fold import FoldResult, run_fold
 def run_cv(config: TrialConfig, cohort: Cohort, *, seeds: Iterable[int], n_jobs: int = 1,
            cache: ArtifactCache | None = None,
            done: Callable[[int, int], FoldResult | dict | None] = lambda seed, fold: None,
-           on_fold: Callable[[FoldResult], None] = lambda result: None) -> list[dict]:
+           on_fold: Callable[[FoldResult], None] = lambda result: None,
+           config_id: str | None = None) -> list[dict]:
     """Every (fold seed, fold) of `config`, in order, as fold summaries. `done(seed, fold)` gives
     a fold recorded earlier (it is not run again); `on_fold` sees each fold as it finishes, so a
-    caller can record it before the next one starts."""
+    caller can record it before the next one starts; `config_id` as in `run_fold`."""
     folds = []
     for seed in seeds:
         seeded = config.override({"cv.seed": seed})
         for fold in range(seeded.cv.n_folds):
             result = done(seed, fold)
             if result is None:
-                result = run_fold(seeded, cohort, fold, n_jobs=n_jobs, cache=cache)
+                result = run_fold(seeded, cohort, fold, n_jobs=n_jobs, cache=cache,
+                                  config_id=config_id)
                 on_fold(result)
             folds.append(fold_summary(result))
     return folds

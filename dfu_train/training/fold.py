@@ -80,7 +80,8 @@ def final_report(metrics: dict, *, meta_qwk: float | None, fusion_gain: float | 
 def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | None = None, *,
              n_jobs: int = 1, resume: FoldCheckpoint | None = None,
              cache: ArtifactCache | None = None, device: str | torch.device = "cpu",
-             on_result: Callable[[FoldResult], None] | None = None) -> FoldResult:
+             on_result: Callable[[FoldResult], None] | None = None,
+             config_id: str | None = None) -> FoldResult:
     """Run one trial on one fold: forest -> pretrain each image branch -> fusion stage 1 ->
     fusion stage 2, reporting after every step; or continue from `resume`.
 
@@ -89,14 +90,17 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
 
     `on_result` sees the finished result before the last report goes out, so whoever records
     results has done so before a scheduler that listens to reports could stop the trial.
+    `config_id`: the id to record the fold under, when a sweep planned the config under another
+    (an id given by an earlier version); default `config.config_id`.
     """
+    config_id = config_id or config.config_id
     started = time.perf_counter()
     report = _Deferred(report)
     cache = cache.fresh() if cache is not None else ArtifactCache.off()
     device = torch.device(device)
-    if resume is not None and (resume.config_id, resume.fold) != (config.config_id, fold):
+    if resume is not None and (resume.config_id, resume.fold) != (config_id, fold):
         raise ValueError(f"checkpoint of config {resume.config_id} fold {resume.fold} cannot "
-                         f"continue config {config.config_id} fold {fold}")
+                         f"continue config {config_id} fold {fold}")
     folds = assign_folds(cohort, n_folds=config.cv.n_folds, seed=config.cv.seed)
     train_idx, val_idx = split(folds, fold)
     data_parts = {"cohort": cohort.fingerprint, "folds": fold_fingerprint(cohort, folds),
@@ -130,7 +134,7 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
                             "reused": any(a.startswith("forest") for a in cache.reused)}
         progress = 1
         forest_state = {"train": torch.as_tensor(train_rf), "val": torch.as_tensor(val_rf)}
-        checkpoint = (FoldCheckpoint(config.config_id, fold, "forest", progress, {}, None,
+        checkpoint = (FoldCheckpoint(config_id, fold, "forest", progress, {}, None,
                                      {}, forest_state) if config.image_modalities else None)
         if resume is None:
             report({"progress": progress, "stage": "forest", "val_qwk": meta_qwk,
@@ -150,7 +154,7 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
             train=fold_rows(cohort, modalities, train_idx, train_rf, crops),
             val=fold_rows(cohort, modalities, val_idx, val_rf, crops),
             val_fallback=val_rf, val_labels=y_val, meta_qwk=meta_qwk,
-            forest_state=forest_state)
+            forest_state=forest_state, config_id=config_id)
         runner.run(model, first_progress=progress, resume=resume)
         proba, row_qwk = runner.final_predictions(model)
         stages = {**stages, **runner.stages}
@@ -158,7 +162,7 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
     metrics = {**classification_metrics(y_val, proba), "row_qwk": row_qwk}
     qwk = metrics["qwk"]
     result = FoldResult(
-        config_id=config.config_id, config=config.to_dict(), fold=fold, fold_seed=config.cv.seed,
+        config_id=config_id, config=config.to_dict(), fold=fold, fold_seed=config.cv.seed,
         n_folds=config.cv.n_folds, metrics=metrics, meta_qwk=meta_qwk,
         fusion_gain=qwk - meta_qwk if qwk is not None and meta_qwk is not None else None,
         progress=progress, stages=stages,

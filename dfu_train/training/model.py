@@ -11,7 +11,7 @@ import torch
 from dfu_train.config import TrialConfig
 from dfu_train.models.backbones import create_backbone
 from dfu_train.models.branches import ImageBranch
-from dfu_train.models.fusion import MultimodalModel, create_fusion_head
+from dfu_train.models.fusion import MultimodalModel, create_fusion_head, head_options
 from dfu_train.training.schedule import epoch_seed
 
 
@@ -32,8 +32,7 @@ def build_model(config: TrialConfig) -> MultimodalModel:
         fusion = config.fusion
         head = create_fusion_head(
             fusion.head, image_features=sum(b.num_features for b in branches.values()),
-            projection=fusion.projection, hidden=fusion.hidden, dropout=fusion.dropout,
-            weight=fusion.blend_weight, bound=fusion.residual_bound)
+            **{name: getattr(fusion, name) for name in head_options(fusion.head)})
     return MultimodalModel(branches, head)
 
 

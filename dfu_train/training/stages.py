@@ -56,8 +56,13 @@ class ImageStages:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     cache: ArtifactCache = field(default_factory=ArtifactCache.off)
     cache_parts: dict = field(default_factory=dict)  # what identifies the data: cohort and folds
+    config_id: str = ""  # the id the fold is recorded under (default: the config's)
     stages: dict = field(default_factory=dict)
     data_seconds: float = 0.0
+
+    @property
+    def recorded_id(self) -> str:
+        return self.config_id or self.config.config_id
 
     def run(self, model: MultimodalModel, *, first_progress: int,
             resume: FoldCheckpoint | None) -> None:
@@ -108,7 +113,7 @@ class ImageStages:
         self.stages[name] = {**artifact["summary"], "seconds": 0.0, "data_seconds": 0.0,
                              "reused": True}
         progress = offset + length
-        checkpoint = FoldCheckpoint(self.config.config_id, self.fold, name, progress,
+        checkpoint = FoldCheckpoint(self.recorded_id, self.fold, name, progress,
                                     copy.deepcopy(model.state_dict()), None,
                                     copy.deepcopy(self.stages), self.forest_state)
         self.report({"stage": name, "epoch": artifact["summary"]["epochs_run"] - 1,
@@ -175,7 +180,7 @@ class ImageStages:
             checkpoint = None
             if (epoch + 1) % config.optim.checkpoint_every == 0 or epoch + 1 == epochs:
                 checkpoint = FoldCheckpoint(
-                    config.config_id, self.fold, name, offset + epoch + 1,
+                    self.recorded_id, self.fold, name, offset + epoch + 1,
                     copy.deepcopy(model.state_dict()), snapshot(), copy.deepcopy(self.stages),
                     self.forest_state)
             self.report({**metrics, "progress": offset + epoch + 1, "meta_qwk": self.meta_qwk},
