@@ -16,7 +16,7 @@ from dfu_train.cli import cache, data, folds, results, sweeps
 
 app = typer.Typer(help="Hyperparameter sweeps for DFU healing-phase classification.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+                  context_settings={"help_option_names": ["-h", "--help"]}, rich_markup_mode=None)
 
 
 def _version(value: bool) -> None:

@@ -40,6 +40,64 @@ EVAL_BATCH = 256
 MIXUP_ALPHA = 0.4
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One row of the stage table: what a stage trains, on which inputs, with which settings.
+    `open(model)` sets which parameters train (after everything is frozen) and returns facts
+    for the stage's summary; a `cached` stage (pretraining) may be taken from an earlier trial;
+    a `keep_if_better` stage (stage 2) is kept only if it beats the weights it starts from."""
+
+    name: str
+    epochs: int
+    lr: float
+    modalities: Callable[[MultimodalModel], tuple[str, ...]]
+    with_rf: bool
+    mixup: bool
+    target: Callable[[MultimodalModel], nn.Module]
+    open: Callable[[MultimodalModel], dict]
+    cached: bool = False
+    keep_if_better: bool = False
+
+
+def stage_table(config: TrialConfig) -> dict[str, Stage]:
+    """Every image stage of the trial by name, in the order of `schedule`."""
+    table = {}
+    for modality in config.image_modalities:
+        branch = config.branch(modality)
+
+        def open_branch(model, modality=modality, freeze_backbone=branch.freeze_backbone):
+            set_trainable(model.branches[modality], True)
+            if freeze_backbone:
+                set_trainable(model.branches[modality].backbone, False)
+            return {}
+
+        name = f"pretrain:{modality}"
+        table[name] = Stage(name, branch.pretrain_epochs, branch.pretrain_lr,
+                            modalities=lambda model, m=modality: (m,), with_rf=False,
+                            mixup=branch.mixup, target=lambda model, m=modality: model.branches[m],
+                            open=open_branch, cached=True)
+
+    def open_heads(model) -> dict:
+        set_trainable(model, True)
+        for branch in model.branches.values():
+            set_trainable(branch.backbone, False)
+        return {}
+
+    def open_top(model) -> dict:
+        open_heads(model)
+        opened = {m: unfreeze_top(b.backbone.layer_groups, config.stage2.unfreeze_pct)
+                  for m, b in model.branches.items()}
+        return {"opened_groups": {m: len(v) for m, v in opened.items()}}
+
+    fused = {"modalities": lambda model: model.modalities, "with_rf": True, "mixup": False,
+             "target": lambda model: model}
+    table["stage1"] = Stage("stage1", config.stage1.epochs, config.stage1.lr, **fused,
+                            open=open_heads)
+    table["stage2"] = Stage("stage2", config.stage2.epochs, config.stage2.lr, **fused,
+                            open=open_top, keep_if_better=True)
+    return table
+
+
 @dataclass
 class ImageStages:
     """Runs the image stages of one fold; `report(metrics, checkpoint)` after every epoch."""
@@ -67,27 +125,29 @@ class ImageStages:
     def run(self, model: MultimodalModel, *, first_progress: int,
             resume: FoldCheckpoint | None) -> None:
         """Run every image stage after the forest, or continue at `resume`'s stage."""
-        plan = [(n, k) for n, k in schedule(self.config) if n != "forest"]
+        table = stage_table(self.config)
         offset = first_progress
         if resume is not None:
             self.stages = copy.deepcopy(resume.stages)
-        for name, length in plan:
+        for name, length in schedule(self.config):
+            if name not in table:
+                continue  # the forest ran before the image stages
             if resume is not None and name in resume.stages:
                 offset += length
                 continue  # finished before the checkpoint: its weights are in the model
             loop = resume.loop if resume is not None and resume.stage == name else None
-            if name.startswith("pretrain:") and loop is None:
-                self._pretrain_once(model, name, offset, length)
+            if table[name].cached and loop is None:
+                self._pretrain_once(model, table[name], offset)
             else:
-                self._run_stage(model, name, offset, loop)
+                self._run_stage(model, table[name], offset, loop)
             offset += length
 
-    def _pretrain_once(self, model: MultimodalModel, name: str, offset: int, length: int) -> None:
+    def _pretrain_once(self, model: MultimodalModel, stage: Stage, offset: int) -> None:
         """Pretrain a branch, or load the same branch pretrained by an earlier trial: the key
         holds everything pretraining reads (data, fold, rows, branch, image, loss and loop
         settings, seed), and nothing of the fusion stages."""
-        config, modality = self.config, name.split(":", 1)[1]
-        branch = model.branches[modality]
+        config, name, (modality,) = self.config, stage.name, stage.modalities(model)
+        branch = stage.target(model)
         parts = {
             **self.cache_parts, "modality": modality, "rows": list(model.modalities),
             "branch": config.branch(modality).model_dump(mode="json"),
@@ -100,7 +160,7 @@ class ImageStages:
         computed = []
 
         def pretrain() -> dict:
-            self._run_stage(model, name, offset, None)
+            self._run_stage(model, stage, offset, None)
             computed.append(name)
             return {"state": branch.state_dict(), "summary": self.stages[name]}
 
@@ -112,7 +172,7 @@ class ImageStages:
         branch.load_state_dict(artifact["state"])
         self.stages[name] = {**artifact["summary"], "seconds": 0.0, "data_seconds": 0.0,
                              "reused": True}
-        progress = offset + length
+        progress = offset + stage.epochs
         checkpoint = FoldCheckpoint(self.recorded_id, self.fold, name, progress,
                                     copy.deepcopy(model.state_dict()), None,
                                     copy.deepcopy(self.stages), self.forest_state)
@@ -130,32 +190,15 @@ class ImageStages:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _run_stage(self, model: MultimodalModel, name: str, offset: int,
+    def _run_stage(self, model: MultimodalModel, stage: Stage, offset: int,
                    resume: LoopState | None) -> None:
-        config, started = self.config, time.perf_counter()
+        config, started, name = self.config, time.perf_counter(), stage.name
         data_before = self.data_seconds
         set_trainable(model, False)
         baseline = float("-inf")
-        if name.startswith("pretrain:"):
-            modality = name.split(":", 1)[1]
-            branch_config = config.branch(modality)
-            target = model.branches[modality]
-            set_trainable(target, True)
-            if branch_config.freeze_backbone:
-                set_trainable(target.backbone, False)
-            lr, epochs, modalities = branch_config.pretrain_lr, branch_config.pretrain_epochs, (modality,)
-            with_rf, mixup = False, branch_config.mixup
-        else:
-            target, modalities, with_rf, mixup = model, model.modalities, True, False
-            set_trainable(model, True)
-            for branch in model.branches.values():
-                set_trainable(branch.backbone, False)
-            if name == "stage1":
-                lr, epochs = config.stage1.lr, config.stage1.epochs
-            else:
-                lr, epochs = config.stage2.lr, config.stage2.epochs
-                opened = {m: unfreeze_top(b.backbone.layer_groups, config.stage2.unfreeze_pct)
-                          for m, b in model.branches.items()}
+        facts = stage.open(model)
+        target, modalities = stage.target(model), stage.modalities(model)
+        with_rf, mixup, lr, epochs = stage.with_rf, stage.mixup, stage.lr, stage.epochs
         loss = MixupLoss(self._loss()).to(self.device)
         settings = LoopSettings(
             epochs=epochs, lr=lr, optimizer=config.optim.optimizer,
@@ -170,7 +213,7 @@ class ImageStages:
         def evaluate(module: nn.Module) -> tuple[float, float]:
             return self._evaluate(module, modalities, with_rf, loss)
 
-        if name == "stage2" and resume is None:
+        if stage.keep_if_better and resume is None:
             model.eval()
             with torch.no_grad():  # stage 2 is kept only if it beats the weights it starts from
                 baseline = evaluate(model)[0]
@@ -193,10 +236,9 @@ class ImageStages:
                    "epochs_run": outcome.epochs_run, "trainable_params": outcome.trainable,
                    "seconds": round(time.perf_counter() - started, 3),
                    "data_seconds": round(self.data_seconds - data_before, 3)}
-        if name == "stage2":
+        if stage.keep_if_better:
             summary["kept"] = outcome.best_epoch >= 0
-            summary["opened_groups"] = {m: len(v) for m, v in opened.items()}
-        self.stages[name] = summary
+        self.stages[name] = {**summary, **facts}
 
     def _loss(self) -> FocalLoss:
         config = self.config.loss
