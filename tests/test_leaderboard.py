@@ -75,3 +75,8 @@ def test_where_top_and_by(sweep_dir):
         query(board, by="qwk_mean; rm -rf /")
     with pytest.raises(ConfigError, match="no such column or parameter"):
         query(board, where=("forest.min_leaf=1",))
+
+
+def test_ranking_by_spread_puts_the_steadiest_first(sweep_dir):
+    board = query(build_leaderboard(sweep_dir), by="qwk_std")
+    assert list(board["qwk_std"]) == sorted(board["qwk_std"])

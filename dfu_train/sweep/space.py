@@ -19,9 +19,10 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 from ray import tune
 
-from dfu_train.config import MAX_SEED, TrialConfig, read_yaml
+from dfu_train.config import MAX_SEED, TrialConfig
 from dfu_train.errors import ConfigError, did_you_mean
 from dfu_train.sweep.search import SCHEDULERS, SEARCHERS, Searcher, registered
+from dfu_train.yaml_files import read_yaml
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
 
