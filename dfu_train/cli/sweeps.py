@@ -100,9 +100,13 @@ def _conclude(sweep_dir, outcome: dict, mode: str, *, again: str, top: int = 10)
     With `--progress json` the ending is one JSON summary line on stderr."""
     code = 130 if outcome["interrupted"] else 1 if outcome["errors"] else 0
     if mode == "json":
+        from dfu_train.results.leaderboard import sweep_status
+
+        best = sweep_status(sweep_dir)["best"] or {}
         summary = {"event": "summary", "exit_code": code, "continue_with": again if code else None,
                    **{k: outcome.get(k) for k in ("planned", "finished", "pruned", "error",
-                                                  "interrupted", "errors")}}
+                                                  "interrupted", "errors")},
+                   "best_config": best.get("config_id"), "best_qwk": best.get("qwk_mean")}
         print(json.dumps(summary, default=str), file=sys.stderr, flush=True)
         if code != 130:
             _finish(sweep_dir, mode, top=top)

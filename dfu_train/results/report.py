@@ -199,7 +199,12 @@ def _param_table(ranked: pd.DataFrame) -> pd.DataFrame:
     """Swept parameters as columns (values that vary between configs only)."""
     table = pd.DataFrame([{k: json.dumps(v) if isinstance(v, (list, dict)) else v
                            for k, v in p.items()} for p in ranked["params"]])
-    return table.loc[:, [c for c in table.columns if table[c].astype(str).nunique() > 1]]
+    return table.loc[:, [c for c in table.columns if _as_text(table[c]).nunique() > 1]]
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """Values as text, a missing or null one as "null" (pandas keeps NaN through astype(str))."""
+    return column.map(lambda v: "null" if v is None or v != v else str(v))
 
 
 def _encoded(column: pd.Series) -> tuple[np.ndarray, list[str] | None]:
@@ -211,8 +216,9 @@ def _encoded(column: pd.Series) -> tuple[np.ndarray, list[str] | None]:
             values = np.log10(values)
         span = values.max() - values.min()
         return (values - values.min()) / (span or 1.0), None
-    categories = sorted(column.astype(str).unique())
-    codes = column.astype(str).map({c: i for i, c in enumerate(categories)}).to_numpy(float)
+    text = _as_text(column)
+    categories = sorted(text.unique())
+    codes = text.map({c: i for i, c in enumerate(categories)}).to_numpy(float)
     return codes / max(len(categories) - 1, 1), categories
 
 
