@@ -124,6 +124,12 @@ def test_sweep_run_json_progress_and_quiet_modes(local_ray, synthetic_root, tmp_
     assert result.exit_code == 0, result.output
     updates = [json.loads(line) for line in result.stderr.splitlines()]  # JSON lines only
     assert updates and updates[-1]["finished"] == 2 and updates[-1]["planned"] == 2
+    kinds = [u["event"] for u in updates]
+    assert kinds.count("trial_start") == kinds.count("trial_end") == 2 and kinds[-1] == "summary"
+    records = {(r["config_id"], r["fold"]): r["metrics"]["qwk"] for r in
+               store.read_fold_results(store.storage_path(tmp_path / "s") / "tiny")}
+    assert {(u["config_id"], u["fold"]): u["val_qwk"] for u in updates
+            if u["event"] == "trial_end" and u["status"] == "finished"} == records
     board = json.loads(result.stdout)
     assert len(board) == 2 and updates[-1]["best_config"] == board[0]["config_id"]
     again = runner.invoke(app, ["sweep", "resume", "tiny", "--storage", str(tmp_path / "s"),

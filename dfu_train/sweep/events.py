@@ -21,8 +21,7 @@ def _trial_ids(trial) -> dict:
 
 def _ended(trial) -> str:
     """finished when the trial sent its fold's final report, else pruned by the scheduler."""
-    stage = (trial.last_result or {}).get("stage")
-    return "finished" if stage in ("final", "recorded") else "pruned"
+    return "finished" if (trial.last_result or {}).get("final") else "pruned"
 
 
 class TrialLines(tune.Callback):
