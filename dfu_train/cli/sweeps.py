@@ -316,7 +316,7 @@ def demo(storage: Storage = "results") -> None:
 
 
 def _ready_sweep(file_name: str) -> Path:
-    for folder in (Path.cwd() / "sweeps", Path(__file__).resolve().parents[1] / "sweeps"):
+    for folder in (Path.cwd() / "sweeps", Path(__file__).resolve().parents[2] / "sweeps"):
         if (folder / file_name).is_file():
             return folder / file_name
     raise ConfigError(f"ready sweep file sweeps/{file_name} not found; run from the repository")
