@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/dfu demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) results/demo results/demo-data

@@ -162,10 +162,10 @@ def _run_cli(args: list[str], env: dict | None = None) -> subprocess.Popen:
 
 def test_the_smoke_sweep_beside_another_ray_is_private_quiet_and_within_the_cores(
         local_ray, tmp_path, synthetic_root):
-    """`dfu sweep run sweeps/smoke.yaml` while another Ray runs on the machine and `ray start`
-    left its address behind (here: this test session's Ray): the sweep starts its own Ray, its
-    inline trials never outnumber the cores, and the terminal shows dfu's lines only (Ray's go
-    to the sweep's log)."""
+    """`dfu sweep run` of the demo's smoke sweep (inline) while another Ray runs on the machine
+    and `ray start` left its address behind (here: this test session's Ray): the sweep starts
+    its own Ray, its trials never outnumber the cores, and the terminal shows dfu's lines only
+    (Ray's go to the sweep's log)."""
     import tempfile
 
     ray_tmp = tempfile.mkdtemp(prefix="dfu-", dir="/tmp")  # short: Ray's socket paths are long
@@ -174,8 +174,12 @@ def test_the_smoke_sweep_beside_another_ray_is_private_quiet_and_within_the_core
     with open(f"{ray_tmp}/ray/ray_current_cluster", "w") as handle:
         handle.write(gcs)  # what `ray start` writes for later `ray.init()` calls to join
     storage = tmp_path / "results"
-    smoke = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml"
-    process = _run_cli(["sweep", "run", str(smoke), "--data-root", str(synthetic_root),
+    smoke = yaml.safe_load((Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml")
+                           .read_text())
+    smoke["resources"]["use_train"] = False  # inline: the Train path's start-up is issue-sized
+    sweep_file = tmp_path / "smoke.yaml"
+    sweep_file.write_text(yaml.safe_dump(smoke))
+    process = _run_cli(["sweep", "run", str(sweep_file), "--data-root", str(synthetic_root),
                         "--storage", str(storage), "--progress", "lines"],
                        env={"RAY_TMPDIR": ray_tmp})
     try:
@@ -201,7 +205,7 @@ def test_ctrl_c_exits_130_and_names_the_resume_command(local_ray, tmp_path, synt
     sweep_file = _sweep_file(
         tmp_path, "stopped", search={"algorithm": "grid"},
         resources={"cpus_per_trial": 1, "use_train": False, "max_concurrent": 1},
-        fixed={"forest.inner_folds": 5, "forest.n_estimators": 400},
+        fixed={"forest.inner_folds": 5, "forest.n_estimators": 150},
         space={"forest.min_samples_leaf": {"grid": [1, 2, 3, 4, 5, 6, 7, 8]}})
     process = _run_cli(["sweep", "run", sweep_file, "--data-root", str(synthetic_root),
                         "--storage", str(storage), "--progress", "lines"])
