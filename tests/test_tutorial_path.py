@@ -153,6 +153,17 @@ def test_a_sweep_with_failed_trials_exits_1_after_the_leaderboard_and_errors(
     assert "dfu sweep resume failing --storage" in result.stderr
 
 
+def _finish(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """The process's output; on a timeout it is killed (a stuck child would block on its full
+    pipes and outlive the test)."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+
+
 def _run_cli(args: list[str], env: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     env.pop("RAY_ADDRESS", None)
@@ -183,7 +194,7 @@ def test_the_smoke_sweep_beside_another_ray_is_private_quiet_and_within_the_core
                         "--storage", str(storage), "--progress", "lines"],
                        env={"RAY_TMPDIR": ray_tmp})
     try:
-        out, err = process.communicate(timeout=600)
+        out, err = _finish(process, 600)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert process.returncode == 0, err
@@ -212,10 +223,11 @@ def test_ctrl_c_exits_130_and_names_the_resume_command(local_ray, tmp_path, synt
     results = store.storage_path(storage) / "stopped" / store.FOLD_RESULTS
     deadline = time.monotonic() + 240
     while not list(results.glob("*.json")) and time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1]
+        if process.poll() is not None:
+            pytest.fail(process.communicate()[1])
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    out, err = _finish(process, 120)
     assert process.returncode == 130, err
     assert f"dfu sweep resume stopped --storage {storage}" in err
     assert "Tuner.restore" not in err
