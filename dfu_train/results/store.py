@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dfu_train.config import TrialConfig
 from dfu_train.errors import ConfigError, DataError
 from dfu_train.location import Location, read_all
+
+if TYPE_CHECKING:  # validating configs imports pydantic and the registries: only when needed
+    from dfu_train.config import TrialConfig
 
 MANIFEST = "sweep.json"
 FOLD_RESULTS = "fold_results"
@@ -75,6 +77,8 @@ def read_manifest(sweep_dir: Location | Path) -> dict:
 def trial_of(tune_config: dict) -> tuple[TrialConfig, dict]:
     """A Tune trial's config and its sampled params: given whole (grid and random search, expanded
     before Ray starts) or as params a search algorithm proposed on top of the base config."""
+    from dfu_train.config import TrialConfig
+
     if "trial" in tune_config:
         trial = tune_config["trial"]
         return TrialConfig.from_dict(trial["config"]), trial["params"]
@@ -86,6 +90,8 @@ def trial_of(tune_config: dict) -> tuple[TrialConfig, dict]:
 def recorded_config(sweep_dir: Location | Path, config_id: str) -> TrialConfig:
     """A config exactly as its trials ran it, from its fold records (every search records it,
     planned or proposed), under the sweep's own fold seed."""
+    from dfu_train.config import TrialConfig
+
     manifest = read_manifest(sweep_dir)
     for record in read_fold_results(sweep_dir):
         if record["config_id"] == config_id:
