@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,20 +17,21 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 
 from dfu_train.data import schema
 from dfu_train.data.sampling import SAMPLERS
-from dfu_train.errors import ConfigError, did_you_mean
+from dfu_train.errors import ConfigError, did_you_mean, quoted
 from dfu_train.yaml_files import read_yaml
 
 MAX_SEED = 2**32 - 1  # scikit-learn's and NumPy's legacy seeds stop here
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inf and nan pass `ge`/`gt` bounds, and no setting means anything with them
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def _registered(value: str, registry: Mapping[str, Any], kind: str) -> str:
     """`value` if it names an entry of `registry`, else an error with the closest name."""
     if value not in registry:
-        raise ValueError(f"unknown {kind} {value!r}{did_you_mean(value, registry)}; "
+        raise ValueError(f"unknown {kind} {quoted(value)}{did_you_mean(value, registry)}; "
                          f"choose from {', '.join(registry)}")
     return value
 
@@ -57,7 +58,7 @@ class MetadataConfig(_Section):
                 raise ValueError(f"{column!r} is an identifier, the label, a label proxy or a "
                                  "treatment decision: it leaks the phase and is never a feature")
             if column not in schema.FEATURES:
-                raise ValueError(f"unknown feature column {column!r}"
+                raise ValueError(f"unknown feature column {quoted(column)}"
                                  f"{did_you_mean(column, schema.FEATURES)}")
         return tuple(value)
 
@@ -73,9 +74,22 @@ class ForestConfig(_Section):
     n_estimators: int = Field(300, ge=1, le=5000)
     max_depth: int | None = Field(None, ge=1)
     min_samples_leaf: int = Field(1, ge=1)
-    max_features: Literal["sqrt", "log2"] | float = "sqrt"
+    max_features: Literal["sqrt", "log2"] | float = Field(
+        "sqrt", description="sqrt, log2 or a share of the features in (0, 1]")
     class_weight: Literal["balanced", "none"] = "balanced"
     inner_folds: int = Field(5, ge=2, le=20, description="grouped inner folds for OOF probabilities")
+
+    @field_validator("max_features", mode="before")
+    @classmethod
+    def _share(cls, value):
+        """scikit-learn reads a float as the share of features each split draws: only (0, 1]
+        is one. Checked before the union, whose errors would name only its first member."""
+        if isinstance(value, str) and value in ("sqrt", "log2"):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
+            return float(value)
+        raise ValueError(f"use sqrt, log2 or a share of the features in (0, 1] "
+                         f"(got {quoted(value)})")
 
 
 class ImageConfig(_Section):
@@ -212,7 +226,7 @@ class TrialConfig(_Section):
             raise ValueError("at least one modality is needed")
         for modality in value:
             if modality not in schema.MODALITIES:
-                raise ValueError(f"unknown modality {modality!r}"
+                raise ValueError(f"unknown modality {quoted(modality)}"
                                  f"{did_you_mean(modality, schema.MODALITIES)}")
         if len(set(value)) != len(value):
             raise ValueError(f"a modality is listed twice: {list(value)}")
@@ -340,7 +354,7 @@ def _short_hash(data: dict) -> str:
 
 def _split(dotted: str) -> list[str]:
     if dotted not in TrialConfig.dotted_names():
-        raise ConfigError(f"unknown parameter {dotted!r}"
+        raise ConfigError(f"unknown parameter {quoted(dotted)}"
                           f"{did_you_mean(dotted, TrialConfig.dotted_names())}")
     return dotted.split(".")
 
@@ -349,11 +363,32 @@ def _describe(exc: ValidationError) -> str:
     error = exc.errors()[0]
     key = ".".join(str(p) for p in error["loc"] if not isinstance(p, int))
     if error["type"] == "extra_forbidden":
-        return f"unknown parameter {key!r}{did_you_mean(key, TrialConfig.dotted_names())}"
+        return f"unknown parameter {quoted(key)}{did_you_mean(key, TrialConfig.dotted_names())}"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] != "value_error" and "input" in error:
-        message += f" (got {error['input']!r})"
+        message += f" (got {quoted(error['input'])})"
     return f"{key}: {message}" if key else message
+
+
+def check_runnable(configs: Iterable[TrialConfig]) -> None:
+    """What the libraries would refuse at run time, refused before any work: the metadata
+    pipeline's parameters against scikit-learn's and imbalanced-learn's own constraints, and
+    each `image.pretrained` file as a state dict torch loads without running pickled code.
+    Too slow for every validation (imports, reading weights): planning and
+    `load_trial_config` call it, each distinct section once."""
+    configs = list(configs)
+    pipelines = dict.fromkeys((c.metadata, c.forest) for c in configs if c.uses_metadata)
+    weights = dict.fromkeys(c.image.pretrained for c in configs if c.image_modalities)
+    if pipelines:
+        from dfu_train.metadata.features import check_parameters
+
+        for metadata, forest in pipelines:
+            check_parameters(metadata, forest)
+    if set(weights) - {"none", "imagenet"}:
+        from dfu_train.models.backbones import check_weights
+
+        for source in weights:
+            check_weights(source)
 
 
 def load_trial_config(path: str) -> TrialConfig:
@@ -370,6 +405,7 @@ def load_trial_config(path: str) -> TrialConfig:
     expected = data.get("config_id")
     try:
         config = TrialConfig.from_dict(data["config"] if "config" in data else data)
+        check_runnable([config])
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}") from None
     if expected is not None and expected not in (config.config_id, config.earlier_config_id):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from dfu_train.errors import ConfigError, DfuError
+from dfu_train.errors import ConfigError, DfuError, one_line
 
 # Piped output is not squeezed into 80 columns: tables stay readable in logs and CI.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
@@ -64,17 +66,52 @@ DEMO_DATA = Path("results/demo-data")
 
 
 def user_errors(command):
-    """Turn a DfuError into one line on stderr and exit code 2."""
+    """Turn a DfuError into one line on stderr and exit code 2. The message is printed as plain
+    text (a quoted value may look like console markup), on one bounded line."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except DfuError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+            err.print(Text.assemble(("error:", "bold red"), " ", one_line(str(exc))),
+                      soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def output_file(path: Path | None, what: str) -> Path | None:
+    """An output file's path, checked before any work: not a folder, and its folder (made if
+    missing) writable."""
+    if path is None:
+        return None
+    if path.is_dir() or str(path).endswith(("/", os.sep)):
+        raise ConfigError(f"{what} {path} is a folder; give a file name")
+    _writable_folder(path.parent, what, path)
+    return path
+
+
+def output_dir(path: Path, what: str) -> Path:
+    """An output folder, checked before any work: not a file, and made if missing."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file; give a folder")
+    _writable_folder(path, what, path)
+    return path
+
+
+def _writable_folder(folder: Path, what: str, given: Path) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {given}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {given}: {existing} is not writable")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{what} {given}: cannot create {folder} ({exc.strerror})") from None
 
 
 def progress_line(line: str) -> None:

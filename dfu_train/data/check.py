@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -38,11 +39,35 @@ def check_images(cohort: Cohort, modalities=None) -> dict[str, int]:
     return counts
 
 
+#: Pillow's default decompression-bomb limit (~89.5 million pixels; real frames have ~1.5
+#: million), held whatever Pillow's global setting: a few-KB PNG may decode to gigabytes.
+MAX_FRAME_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
+
+def open_frame(path: Path) -> Image.Image:
+    """`Image.open` (which reads only the header), refusing a frame over MAX_FRAME_PIXELS
+    before anything decodes it. Pillow's own warning above its limit is silenced (this check
+    decides) and its error above twice the limit becomes the same refusal."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError:
+            image = None
+    if image is None or image.width * image.height > MAX_FRAME_PIXELS:
+        size = "" if image is None else f" of {image.width}x{image.height}"
+        if image is not None:
+            image.close()
+        raise DataError(f"{path}: image{size} has more than {MAX_FRAME_PIXELS} pixels, the cap "
+                        "against decompression bombs")
+    return image
+
+
 def _frame_size(path: Path) -> tuple[int, int]:
     if not path.is_file():
         raise DataError(f"{path}: image file named in the bounding-box CSV does not exist")
     try:
-        with Image.open(path) as image:
+        with open_frame(path) as image:
             image.verify()
             return image.size
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:

@@ -6,8 +6,10 @@ header being line 1) and the column, so a user can open the file and fix it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +17,11 @@ import numpy as np
 import pandas as pd
 
 from dfu_train.data import schema
-from dfu_train.errors import DataError, did_you_mean
+from dfu_train.errors import DataError, did_you_mean, quoted
 
 MISSING_TOKENS = ("", "NA")
+NUMBER_LIMIT = float(np.finfo(np.float32).max)  # scikit-learn's forest computes in float32
+INTEGER_LIMIT = 2**31 - 1  # identifiers and pixel coordinates
 IMAGE_ROW_COLUMNS = ("sample_id", "depth_file", "depth_xmin", "depth_ymin", "depth_xmax",
                      "depth_ymax", "thermal_file", "thermal_xmin", "thermal_ymin", "thermal_xmax",
                      "thermal_ymax")
@@ -116,6 +120,7 @@ def _read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
         table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV ({str(exc).strip()})") from None
+    _check_unique_header(text, path)
     table.columns = [c.strip() for c in table.columns]
     header = text.splitlines()[0]
     for column in required:
@@ -130,7 +135,29 @@ def _read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     return table
 
 
+def _check_unique_header(text: str, path: Path) -> None:
+    """Refuse two columns of one name: pandas renames the second `X.1` and the loader would read
+    only the first, silently, whatever the second holds; names equal up to surrounding spaces
+    are one column too, as the loader strips them."""
+    names = pd.read_csv(io.StringIO(text), header=None, nrows=1, dtype=str,
+                        keep_default_na=False, na_filter=False).iloc[0]
+    first: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        key = name.strip()
+        if key and key in first:
+            earlier = names.iloc[first[key] - 1]
+            same = (f"{quoted(name)} appears twice" if name == earlier else
+                    f"{quoted(earlier)} and {quoted(name)} are one name up to spaces")
+            raise DataError(f"{path}: line 1, columns {first[key]} and {position}: {same}; "
+                            "rename or remove one")
+        first.setdefault(key, position)
+
+
 def _to_numbers(table: pd.DataFrame, path: Path, columns, *, integer: bool = False) -> None:
+    """Columns of numbers, in place; a value that is not one is refused, and so is one beyond
+    NUMBER_LIMIT (inf, 1e400, and values the forest's float32 cannot hold) or, in an integer
+    column, beyond INTEGER_LIMIT."""
+    limit = INTEGER_LIMIT if integer else NUMBER_LIMIT
     for column in columns:
         if column not in table.columns:
             continue
@@ -141,14 +168,20 @@ def _to_numbers(table: pd.DataFrame, path: Path, columns, *, integer: bool = Fal
         if bad.any():
             line = bad.idxmax()
             raise DataError(f"{path}: line {line}, column {column!r}: "
-                            f"{table.at[line, column]!r} is not a number")
+                            f"{quoted(table.at[line, column])} is not a number")
+        huge = values.abs() > limit
+        if huge.any():
+            line = huge.idxmax()
+            raise DataError(f"{path}: line {line}, column {column!r}: "
+                            f"{quoted(table.at[line, column])} is not a finite number within "
+                            f"+-{limit:g}")
         if integer:
             if missing.any():
                 raise DataError(f"{path}: line {missing.idxmax()}, column {column!r}: value missing")
             if (values != values.round()).any():
                 line = (values != values.round()).idxmax()
                 raise DataError(f"{path}: line {line}, column {column!r}: "
-                                f"{table.at[line, column]!r} is not a whole number")
+                                f"{quoted(table.at[line, column])} is not a whole number")
             values = values.astype(int)
         table[column] = values
 
@@ -169,9 +202,9 @@ def _read_metadata(path: Path, notes: list[str]) -> pd.DataFrame:
         if pd.isna(value):
             problem = "label is missing"
         elif isinstance(value, str) and value[:1] in schema.CLASS_NAMES:
-            problem = f"{value!r} is a fine label; this column needs the coarse phase"
+            problem = f"{quoted(value)} is a fine label; this column needs the coarse phase"
         else:
-            problem = f"unknown label {value!r}"
+            problem = f"unknown label {quoted(value)}"
         raise DataError(f"{path}: line {line}, column {schema.LABEL!r}: {problem} "
                         f"(expected one of {', '.join(schema.CLASS_NAMES)})")
     table["label"] = label.map(schema.LABEL_CODES).astype(int)
@@ -211,8 +244,9 @@ def _read_boxes(path: Path, camera: str) -> pd.DataFrame:
     bad = parsed["patient"].isna()
     if bad.any():
         line = bad.idxmax()
-        raise DataError(f"{path}: line {line}, column 'Filename': {table.at[line, 'Filename']!r} "
-                        "does not match {n}_P{patient:03d}{appt:02d}{dfu}{B|A}{D|T}{R|M|L}{Z|W}.png")
+        raise DataError(f"{path}: line {line}, column 'Filename': "
+                        f"{quoted(table.at[line, 'Filename'])} does not match "
+                        "{n}_P{patient:03d}{appt:02d}{dfu}{B|A}{D|T}{R|M|L}{Z|W}.png")
     # A frame may show several wounds of one visit and is named after one of them: each box row's
     # DFU# names its own wound, so only patient and appointment must agree with the name.
     for column, part in (("Patient#", "patient"), ("Appt#", "appt")):
@@ -220,7 +254,7 @@ def _read_boxes(path: Path, camera: str) -> pd.DataFrame:
         if differs.any():
             line = differs.idxmax()
             raise DataError(f"{path}: line {line}, column {column!r}: {table.at[line, column]} "
-                            f"disagrees with file name {table.at[line, 'Filename']!r}")
+                            f"disagrees with file name {quoted(table.at[line, 'Filename'])}")
     wrong_camera = parsed["camera"] != camera
     if wrong_camera.any():
         line = wrong_camera.idxmax()
@@ -294,7 +328,31 @@ def _fingerprint(root: Path, files: list[Path], folders: list[str]) -> str:
         if path.is_file():
             digest.update(path.read_bytes())
     for modality in folders:
-        folder = root / schema.IMAGE_FOLDERS[modality][0]
-        for entry in sorted(folder.iterdir()):
-            digest.update(f"{modality}/{entry.name}:{entry.stat().st_size}".encode())
+        for name, size in _folder_entries(root / schema.IMAGE_FOLDERS[modality][0]):
+            digest.update(f"{modality}/{name}:{size}".encode())
     return digest.hexdigest()[:16]
+
+
+def _folder_entries(folder: Path):
+    """(name, size) of every entry of an image folder, sorted. The fingerprint covers them all,
+    so an entry without a size (a broken or looping symbolic link) or a name that is not UTF-8
+    (no box CSV can name it, and it cannot be hashed as text) is refused, even if no box row
+    names it."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise DataError(f"{folder}: image folder cannot be listed ({exc.strerror})") from None
+    for entry in entries:
+        try:
+            entry.name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(entry.name).decode("utf-8", "backslashreplace")
+            raise DataError(f"{folder / shown}: file name is not valid UTF-8; rename or remove "
+                            "the file") from None
+        try:
+            size = entry.stat().st_size
+        except OSError as exc:
+            problem = ("a symbolic link loop" if exc.errno == errno.ELOOP else
+                       "a broken symbolic link" if entry.is_symlink() else exc.strerror)
+            raise DataError(f"{entry}: {problem}; fix or remove it") from None
+        yield entry.name, size

@@ -18,6 +18,7 @@ from PIL import Image
 
 from dfu_train.cache import ArtifactCache, dump_arrays, load_arrays
 from dfu_train.data import schema
+from dfu_train.data.check import open_frame
 from dfu_train.data.cohort import Cohort
 from dfu_train.errors import DataError
 
@@ -59,9 +60,10 @@ def resize_and_pad(crop: np.ndarray, size: int) -> np.ndarray:
 
 
 def read_frame(path: Path) -> np.ndarray:
-    """An RGB uint8 frame; grayscale, palette and RGBA frames are converted, 16-bit scaled down."""
+    """An RGB uint8 frame; grayscale, palette and RGBA frames are converted, 16-bit scaled down.
+    A frame over the pixel cap is refused before decoding (`check.open_frame`)."""
     try:
-        with Image.open(path) as image:
+        with open_frame(path) as image:
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(image, dtype=np.float32)
                 peak = max(float(array.max()), 1.0)

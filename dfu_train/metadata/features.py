@@ -7,6 +7,7 @@ training rows; imbalanced-learn's Pipeline resamples during fit only.
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import numpy as np
@@ -21,7 +22,7 @@ from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardS
 from dfu_train.config import ForestConfig, MetadataConfig
 from dfu_train.data import schema
 from dfu_train.data.sampling import create_sampler
-from dfu_train.errors import DataError
+from dfu_train.errors import ConfigError, DataError
 
 BMI = "BMI (engineered)"
 AGE_FLAGS = {"Age >= 65 (engineered)": 65, "Age >= 75 (engineered)": 75}
@@ -91,3 +92,24 @@ def build_pipeline(metadata: MetadataConfig, forest: ForestConfig, *, columns, s
         class_weight=None if forest.class_weight == "none" else "balanced",
         random_state=seed, n_jobs=n_jobs)))
     return Pipeline(steps)
+
+
+# pipeline step parameters that a config key sets under another name
+_CONFIG_KEYS = {("impute", "n_neighbors"): "metadata.imputer_neighbors",
+                ("select", "k"): "metadata.select_k", ("resample", None): "metadata.sampler"}
+
+
+def check_parameters(metadata: MetadataConfig, forest: ForestConfig) -> None:
+    """Refuse, before any fold runs, what scikit-learn or imbalanced-learn would refuse when
+    fitting: every step's parameters checked against the library's own constraints (what
+    `fit` checks first), with the config key that set them."""
+    pipeline = build_pipeline(metadata, forest, columns=schema.FEATURES, seed=0)
+    for name, step in pipeline.steps:
+        try:
+            step._validate_params()
+        except ValueError as exc:  # sklearn's InvalidParameterError
+            param = re.match(r"The '(\w+)' parameter", str(exc))
+            param = param and param.group(1)
+            key = _CONFIG_KEYS.get((name, param)) or _CONFIG_KEYS.get((name, None)) or (
+                f"forest.{param}" if name == "forest" else f"metadata ({name} step)")
+            raise ConfigError(f"{key}: {exc}") from None

@@ -8,7 +8,9 @@ instead of matching parameter names.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -98,14 +100,47 @@ def _load_local(model: nn.Module, pretrained: str) -> None:
     if pretrained in ("none", "imagenet"):
         return
     path = Path(pretrained)
-    if not path.is_file():
-        raise ConfigError(f"image.pretrained: weights file {path} not found "
-                          "(use none, imagenet, or a path to a state dict)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_state_dict(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or len(missing) == len(list(model.state_dict())):
         raise ConfigError(f"image.pretrained: {path} does not fit this backbone "
                           f"({len(unexpected)} unexpected, {len(missing)} missing tensors)")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict (names -> tensors) from a file, read with `weights_only=True` so no pickled
+    code runs. Anything else is one ConfigError naming the file; torch's own message is left
+    out, as it suggests `weights_only=False`, which would run the file's code."""
+    if not path.is_file():
+        raise ConfigError(f"image.pretrained: {path}: weights file not found "
+                          "(use none, imagenet, or a path to a state dict)")
+    try:
+        with warnings.catch_warnings():  # torch warns about some files on stderr before failing
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike: not weights
+        raise ConfigError(f"image.pretrained: {path}: not a state-dict file torch can read "
+                          f"safely ({type(exc).__name__}); save one with "
+                          "torch.save(model.state_dict(), path)") from None
+    if not (isinstance(state, Mapping) and state and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        raise ConfigError(f"image.pretrained: {path}: holds a {type(state).__name__}, not a state "
+                          "dict (parameter names -> tensors); save one with "
+                          "torch.save(model.state_dict(), path)")
+    return state
+
+
+def check_weights(pretrained: str) -> None:
+    """Refuse, before any work, an `image.pretrained` file that is missing or not a state dict."""
+    if pretrained not in ("none", "imagenet"):
+        stat = Path(pretrained).stat() if Path(pretrained).is_file() else None
+        _check_weights_file(pretrained, stat and (stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=16)
+def _check_weights_file(path: str, version) -> None:
+    """Once per file version: a sweep plans many configs with the same weights."""
+    read_state_dict(Path(path))
 
 
 BACKBONES = MappingProxyType({

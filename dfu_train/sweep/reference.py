@@ -8,7 +8,8 @@ import re
 from pydantic import BaseModel
 
 from dfu_train.config import TrialConfig
-from dfu_train.sweep.space import DISTRIBUTIONS, SweepSpec
+from dfu_train.sweep.space import DISTRIBUTIONS, MAX_CONFIGS, SweepSpec
+from dfu_train.yaml_files import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 
 BOUNDS = {"Ge": ">=", "Gt": ">", "Le": "<=", "Lt": "<"}
 
@@ -60,6 +61,10 @@ def sweep_reference() -> str:
             " (`{choice: [a, b]}`, `{grid: [...]}` crossed with every other grid, "
             "`{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}`, `{randint: [lo, hi]}` with hi "
             "exclusive). `cv.*` is set in the `cv` section, not here.", "",
+            f"Limits, checked before anything is expanded: a sweep file has at most "
+            f"{MAX_YAML_BYTES} bytes, {MAX_YAML_NODES} values once YAML aliases are expanded and "
+            f"{MAX_YAML_DEPTH} nesting levels; the space yields at most {MAX_CONFIGS} configs "
+            "(grid points x `search.num_samples`).", "",
             "## Trial parameters", ""]
     for name, field in TrialConfig.model_fields.items():
         annotation = field.annotation

@@ -5,12 +5,14 @@ A sweep file is YAML with the sections `data`, `cv`, `search`, `scheduler`, `res
 `{choice: [...]}`, `{grid: [...]}`, `{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}` or
 `{randint: [lo, hi]}` (hi exclusive). Grid values are crossed; every grid point gets
 `search.num_samples` random draws of the other parameters, made with Ray Tune's own
-distributions under `search.seed`, so the same file always yields the same configs.
+distributions under `search.seed`, so the same file always yields the same configs. A sweep
+yields at most MAX_CONFIGS configs (grid points x draws), counted before anything is expanded.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,16 +21,17 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 from ray import tune
 
-from dfu_train.config import MAX_SEED, TrialConfig
-from dfu_train.errors import ConfigError, did_you_mean
+from dfu_train.config import MAX_SEED, TrialConfig, check_runnable
+from dfu_train.errors import ConfigError, did_you_mean, quoted
 from dfu_train.sweep.search import SCHEDULERS, SEARCHERS, Searcher, registered
 from dfu_train.yaml_files import read_yaml
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
+MAX_CONFIGS = 10_000  # as many as `search.num_samples` may ask for
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class DataSection(_Section):
@@ -110,7 +113,8 @@ class CacheSection(_Section):
     """The artifact cache trials share (crops, forest outputs, pretrained branches)."""
 
     enabled: bool = Field(True, description="reuse forest outputs, branches and crops")
-    root: str | None = Field(None, description="folder or URI (s3://, gs://); default STORAGE/cache")
+    root: str | None = Field(None, description="folder or URI (s3://, gs://); default "
+                             "STORAGE/cache; outside the storage also name it with --cache-dir")
 
 
 class SweepSpec(_Section):
@@ -131,10 +135,10 @@ class SweepSpec(_Section):
     def _known_names(cls, value):
         for dotted in value:
             if dotted not in TrialConfig.dotted_names():
-                raise ValueError(f"unknown parameter {dotted!r}"
+                raise ValueError(f"unknown parameter {quoted(dotted)}"
                                  f"{did_you_mean(dotted, TrialConfig.dotted_names())}")
             if dotted.startswith("cv."):
-                raise ValueError(f"{dotted!r}: set folds in the sweep's cv section")
+                raise ValueError(f"{quoted(dotted)}: set folds in the sweep's cv section")
         return value
 
     @field_validator("space")
@@ -180,12 +184,12 @@ def parse_sweep(data: dict, *, source: str = "sweep") -> SweepSpec:
         key = ".".join(str(p) for p in error["loc"])
         if error["type"] == "extra_forbidden":
             top = [f for f in SweepSpec.model_fields]
-            raise ConfigError(f"{source}: unknown key {key!r}"
+            raise ConfigError(f"{source}: unknown key {quoted(key)}"
                               f"{did_you_mean(key.split('.')[-1], top)}") from None
         message = error["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{source}: {key}: {message}" if key else f"{source}: {message}") from None
     try:
-        expand_configs(spec)
+        check_runnable(config for config, _ in expand_configs(spec))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return spec
@@ -197,15 +201,15 @@ def _domain(dotted: str, spec: Any):
         raise ValueError(f"{dotted}: give exactly one of {', '.join(DISTRIBUTIONS)}")
     (kind, args), = spec.items()
     if kind not in DISTRIBUTIONS:
-        raise ValueError(f"{dotted}: unknown distribution {kind!r}"
+        raise ValueError(f"{dotted}: unknown distribution {quoted(kind)}"
                          f"{did_you_mean(kind, DISTRIBUTIONS)}")
     if kind in ("choice", "grid"):
         if not isinstance(args, list) or not args:
             raise ValueError(f"{dotted}: {kind} needs a non-empty list of values")
         return list(args) if kind == "grid" else tune.choice(args)
-    if not (isinstance(args, list) and len(args) == 2
-            and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)):
-        raise ValueError(f"{dotted}: {kind} needs [low, high]")
+    if not (isinstance(args, list) and len(args) == 2 and all(_range_end(a) for a in args)):
+        raise ValueError(f"{dotted}: {kind} needs [low, high], two numbers within +-2**53 "
+                         f"(got {quoted(args)})")
     low, high = args
     if not low < high:
         raise ValueError(f"{dotted}: {kind} range [{low}, {high}] is empty or inverted")
@@ -216,6 +220,11 @@ def _domain(dotted: str, spec: Any):
     if kind == "randint":
         return tune.randint(int(low), int(high))
     return tune.uniform(low, high)
+
+
+def _range_end(value: Any) -> bool:
+    """A number Tune can sample between: finite, exact as a float, within numpy's int64."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= 2**53
 
 
 def expand_configs(spec: SweepSpec) -> list[tuple[TrialConfig, dict[str, Any]]]:
@@ -229,6 +238,12 @@ def expand_configs(spec: SweepSpec) -> list[tuple[TrialConfig, dict[str, Any]]]:
     random = {k: v for k, v in domains.items() if not isinstance(v, list)}
     rng = np.random.default_rng(spec.search.seed)
     draws = 1 if spec.search.searcher.grid_only else spec.search.num_samples
+    count = math.prod(len(values) for values in grid.values()) * draws
+    if count > MAX_CONFIGS:
+        sizes = " x ".join(f"{len(v)} ({k})" for k, v in grid.items())
+        raise ConfigError(f"space: {sizes + ' grid values x ' if grid else ''}{draws} draws "
+                          f"(search.num_samples) = {count} configs, over the cap of "
+                          f"{MAX_CONFIGS}; shrink the grid or num_samples")
     configs: dict[str, tuple[TrialConfig, dict[str, Any]]] = {}
     for point in itertools.product(*grid.values()):
         for _ in range(draws):
