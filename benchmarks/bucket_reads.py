@@ -22,12 +22,27 @@ from dfu_train.location import Location
 from dfu_train.results import store
 
 
+COHORT, FOLDS = "c0ffee00c0ffee00", "f01d5f01d5f01d5f"
+
+
 def fake_record(index: int, samples: int) -> dict:
+    """A record of the shape and size dfu writes (validated like any other when read)."""
     rng = random.Random(index)
-    return {"config_id": f"{index // 5:010x}", "fold_seed": 42, "fold": index % 5,
-            "metrics": {"qwk": rng.random()}, "progress": 10,
-            "val_proba": [[rng.random() for _ in range(3)] for _ in range(samples)],
-            "val_ids": [f"P{rng.randrange(1000)}-A{i}" for i in range(samples)]}
+    return {"config_id": f"{index // 5:010x}", "fold_seed": 42, "fold": index % 5, "n_folds": 5,
+            "config": {}, "params": {}, "progress": 10, "stages": {},
+            "metrics": {"qwk": rng.random(), "accuracy": rng.random(), "macro_f1": rng.random()},
+            "meta_qwk": rng.random(), "fusion_gain": 0.0,
+            "cohort_fingerprint": COHORT, "fold_fingerprint": FOLDS,
+            "val_samples": [{"label": rng.randrange(3), "proba": [rng.random() for _ in range(3)],
+                             "sample_id": f"P{rng.randrange(1000)}A{i}D1"}
+                            for i in range(samples)]}
+
+
+def fake_manifest(records: int) -> dict:
+    return {"name": "sweep", "spec": {"cv": {"seed": 42, "n_folds": 5}}, "data_root": "/data",
+            "cohort_fingerprint": COHORT, "folds": list(range(5)),
+            "configs": [{"config_id": f"{i:010x}", "params": {}}
+                        for i in range((records + 4) // 5)]}
 
 
 def main() -> None:
@@ -61,6 +76,7 @@ def main() -> None:
         sweep_dir = Location("s3://bench/sweep")
         records = [fake_record(i, args.samples) for i in range(args.records)]
         started = time.perf_counter()
+        store.write_json_atomic(sweep_dir / store.MANIFEST, fake_manifest(args.records))
         for record in records:
             store.write_fold_result(sweep_dir, record)
         size = len((store.fold_result_path(sweep_dir, "0000000000", 42, 0)).read_bytes())

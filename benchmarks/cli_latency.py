@@ -56,7 +56,8 @@ def write_sweep(storage: Path, *, configs: int, folds: int) -> str:
                 "meta_qwk": qwk - 0.01, "fusion_gain": 0.01, "progress": 1, "stages": {},
                 "val_samples": [{"sample_id": f"P{i:03d}A00D1", "label": i % 3,
                                  "proba": [0.2, 0.5, 0.3]} for i in range(180)],
-                "wall_s": 10.0, "compute_s": 8.0, "timing": {}, "artifacts": {}})
+                "wall_s": 10.0, "compute_s": 8.0, "timing": {}, "artifacts": {},
+                "cohort_fingerprint": "0" * 16, "fold_fingerprint": "1" * 16})
             trial_id = f"abcde_{index * folds + fold:05d}"
             logdir = f"{entry['config_id']}-f{fold}-{trial_id}"
             store.write_json_atomic(sweep_dir / store.TUNE_DIR / logdir / "params.json",

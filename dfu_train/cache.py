@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from dfu_train.atomic import write_atomic
+from dfu_train.errors import ConfigError, did_you_mean
 from dfu_train.location import Location
 
 MAGIC = b"dfu-cache 1\n"
@@ -147,8 +148,17 @@ class ArtifactCache:
         return sorted(out, key=lambda e: (e.kind, e.created, e.key))
 
     def clear(self, name: str) -> tuple[int, int]:
-        """Remove the entries `entries(name)` lists (`all` for every one): (count, bytes)."""
+        """Remove the entries `entries(name)` lists (`all` for every one): (count, bytes). An
+        empty name, or one no entry has as its kind or key prefix, is refused (a mistyped
+        target must not clear the wrong thing, nor quietly nothing)."""
+        if not name.strip():
+            raise ConfigError("cache clear: name an artifact kind, the start of a key, or 'all'")
         chosen = self.entries(None if name == "all" else name)
+        if not chosen and name != "all":
+            kinds = sorted({e.kind for e in self.entries()})
+            raise ConfigError(f"cache clear {name[:100]!r}: no cached artifact has that kind or "
+                              f"key prefix{did_you_mean(name, kinds)}; kinds in the cache: "
+                              f"{', '.join(kinds) or 'none'}")
         for entry in chosen:
             self._remove(self.path(entry.kind, entry.key))
         return len(chosen), sum(e.size for e in chosen)

@@ -23,4 +23,4 @@ def test_a_full_disk_while_writing_a_record_leaves_the_earlier_one_intact(tmp_pa
         store.write_json_atomic(path, {"qwk": 0.9})
     assert json.loads(path.read_text()) == {"qwk": 0.5}
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
-    assert [r["qwk"] for r in store.read_fold_results(tmp_path)] == [0.5]
+    assert store.read_json_files(list(store.Location(path.parent).glob("*.json"))) == [{"qwk": 0.5}]

@@ -36,13 +36,31 @@ def test_no_source_evaluates_or_unpickles_untrusted_input():
         for call, name in _calls(path):
             where = f"{path.relative_to(ROOT)}:{call.lineno}"
             if name in ("eval", "exec", "pickle.load", "pickle.loads", "yaml.load",
-                        "yaml.unsafe_load", "yaml.full_load", "marshal.loads"):
+                        "yaml.unsafe_load", "yaml.full_load", "marshal.loads", "cloudpickle.load",
+                        "cloudpickle.loads", "tune.Tuner.restore", "Tuner.restore",
+                        "ray.cloudpickle.loads"):
                 problems.append(f"{where}: {name}")
             if name == "torch.load" and _keyword(call, "weights_only") != "True":
                 problems.append(f"{where}: torch.load without weights_only=True")
             if name in ("np.load", "numpy.load") and _keyword(call, "allow_pickle") != "False":
                 problems.append(f"{where}: np.load without allow_pickle=False")
     assert not problems, problems
+
+
+def test_security_md_names_every_file_read_from_the_storage_and_how():
+    """SECURITY.md's table of what dfu reads from the storage covers every kind of file the
+    sweep folder holds (`results.store`'s layout), and says resume never restores Tune."""
+    from dfu_train.results import store
+    from dfu_train.results.lease import LEASE
+
+    text = (ROOT / "SECURITY.md").read_text(encoding="utf-8")
+    table = "\n".join(line for line in text.splitlines() if line.strip().startswith("|"))
+    for name in (store.MANIFEST, store.FOLD_RESULTS, store.CONFIRMATIONS, store.PRUNED,
+                 store.QUARANTINE, LEASE, store.TUNE_DIR, f"{store.PROMOTE_PREFIX}*",
+                 store.TRAIN_DIR, store.CACHE_DIR, "fold.pt"):
+        assert name in table, f"SECURITY.md does not say how {name} is read"
+    assert "weights_only=True" in table and "never restored" in table
+    assert "does not call\n  `Tuner.restore`" in text
 
 
 def test_the_project_starts_a_local_ray_only_through_start_local_ray():

@@ -19,6 +19,7 @@ from dfu_train.sweep.launch import run_sweep
 from dfu_train.sweep.plan import plan_sweep
 from dfu_train.results.leaderboard import build_leaderboard
 from dfu_train.sweep.space import parse_sweep
+from sweep_files import manifest
 
 pytestmark = pytest.mark.ray
 
@@ -182,14 +183,15 @@ def test_a_killed_train_worker_is_retried_from_its_checkpoint(local_ray, tmp_pat
 def test_leaderboard_reads_a_sweep_folder_while_it_is_written(tmp_path):
     sweep_dir = tmp_path / "live"
     (sweep_dir / store.TUNE_DIR).mkdir(parents=True)
-    store.write_json_atomic(sweep_dir / store.MANIFEST, {
-        "name": "live", "folds": [0, 1], "configs": [{"config_id": "abc", "params": {}}]})
+    store.write_json_atomic(sweep_dir / store.MANIFEST, manifest("live", ["abcabc"], folds=[0, 1]))
     (sweep_dir / store.TUNE_DIR / "experiment_state-2026.json").write_text('{"trial_da')
     (sweep_dir / store.FOLD_RESULTS).mkdir()
-    (sweep_dir / store.FOLD_RESULTS / "abc-s42-f0.json").write_text('{"config_id": "ab')
-    (sweep_dir / store.FOLD_RESULTS / ".abc-s42-f1.json.tmp").write_text("{")
+    (sweep_dir / store.FOLD_RESULTS / "abcabc-s42-f0.json").write_text('{"config_id": "ab')
+    (sweep_dir / store.FOLD_RESULTS / ".abcabc-s42-f1.json.tmp").write_text("{")  # being written
     board = build_leaderboard(sweep_dir)
     assert list(board["folds_done"]) == [0] and not board["complete"].any()
+    # records are written whole: one cut short was damaged, and is listed as such
+    assert [r.path for r in store.rejected_files(sweep_dir)] == ["fold_results/abcabc-s42-f0.json"]
 
 
 def test_optuna_proposes_configs_that_the_leaderboard_ranks(local_ray, tmp_path, synthetic_root):

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from dfu_train.cli.common import Storage, SweepName, err, fmt_number, out, user_errors
+from dfu_train.cli.common import (Storage, SweepName, err, fmt_number, out, output_dir,
+                                  output_file, user_errors)
 from dfu_train.errors import ConfigError
 
 
@@ -45,15 +46,14 @@ def leaderboard_command(
     """Configs ranked by mean QWK over folds (read offline from the sweep folder)."""
     from dfu_train.results.leaderboard import (build_leaderboard, compare_to_baseline, query,
                                                query_trials, trial_table)
-    from dfu_train.results.store import (read_manifest, recorded_config, resolve_sweep,
-                                         write_json_atomic)
+    from dfu_train.results.store import (read_manifest, recorded_config, rejected_files,
+                                         resolve_sweep, write_json_atomic)
 
     fmt = fmt.value
     if fmt == "parquet" and out_file is None:
         raise ConfigError("--format parquet needs --out FILE")
-    for path, what in ((out_file, "--out"), (export_best, "--export-best")):
-        if path is not None and path.is_dir():
-            raise ConfigError(f"{what} {path} is a folder; give a file name")
+    out_file, export_best = output_file(out_file, "--out"), output_file(export_best,
+                                                                         "--export-best")
     sweep_dir = resolve_sweep(name, storage=storage)
     if trials:
         rows = query_trials(trial_table(sweep_dir), by=by or "qwk", top=top,
@@ -79,8 +79,9 @@ def leaderboard_command(
         err.print(hint, soft_wrap=True)
     if fmt == "table":
         _board_table(board, sweep_dir.name, out_file=out_file)
-        return
-    _write_frame(board, fmt, out_file)
+    else:
+        _write_frame(board, fmt, out_file)
+    print_rejected([r.__dict__ for r in rejected_files(sweep_dir)])
 
 
 def _empty_hint(full, show_all: bool, filtered: bool) -> str:
@@ -115,6 +116,16 @@ def _write_frame(frame, fmt: str, out_file: Path | None, *, title: str = "") -> 
         out_file.write_text(text, encoding="utf-8")
     else:
         typer.echo(text)
+
+
+def print_rejected(rejected: list[dict]) -> None:
+    """The records not ranked, one line each on stderr: damaged, foreign or unplanned files."""
+    for item in rejected:
+        where = "quarantined" if item["quarantined"] else "not ranked"
+        err.print(f"{where}: {item['path']}: {item['reason']}", soft_wrap=True, markup=False)
+    if any(not item["quarantined"] for item in rejected):
+        err.print("the next `dfu sweep resume` moves them to quarantine/ and runs their folds "
+                  "again", soft_wrap=True)
 
 
 def print_board(sweep_dir, *, top: int) -> None:
@@ -178,6 +189,7 @@ def report_command(
     from dfu_train.results.report import write_report
     from dfu_train.results.store import resolve_sweep
 
+    out_dir = output_dir(out_dir, "--out")
     sweep_dir = resolve_sweep(name, storage=storage)
     figures = write_report(sweep_dir, out_dir, top=top)
     out.print(f"wrote {out_dir / 'index.html'} with {len(figures)} plots")

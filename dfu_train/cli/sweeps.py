@@ -12,9 +12,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from dfu_train.cli.common import (DEMO_DATA, Address, AsJson, Storage, SweepName, emit_json, err,
-                                  fmt_number, out, parse_seeds, progress_line, user_errors)
-from dfu_train.cli.results import print_board
+from dfu_train.cli.common import (DEMO_DATA, Address, AsJson, CacheRoot, Storage, SweepName,
+                                  emit_json, err, fmt_number, out, parse_seeds, progress_line,
+                                  user_errors)
+from dfu_train.cli.results import print_board, print_rejected
 from dfu_train.errors import ConfigError
 
 sweep_app = typer.Typer(help="Launch sweeps on a Ray cluster.", no_args_is_help=True)
@@ -40,8 +41,10 @@ TensorBoard = Annotated[bool, typer.Option(
 
 
 def _run_watched(plan, *, address: str | None, mode: str, mlflow: str | None = None,
-                 tensorboard: bool = False, report_every: float = 10.0):
-    """`run_sweep` with the progress view `mode` asks for and the trackers asked for."""
+                 tensorboard: bool = False, report_every: float = 10.0,
+                 command: str = "dfu sweep run"):
+    """`run_sweep` with the progress view `mode` asks for and the trackers asked for;
+    `command` names the run in the sweep's lease."""
     from rich.live import Live
 
     from dfu_train.results.progress import ProgressWatcher
@@ -49,7 +52,7 @@ def _run_watched(plan, *, address: str | None, mode: str, mlflow: str | None = N
     from dfu_train.sweep.launch import create_trackers, run_sweep
 
     trackers = create_trackers(plan.name, mlflow=mlflow, tensorboard=tensorboard)
-    run = functools.partial(_interruptible, run_sweep, plan, address=address)
+    run = functools.partial(_interruptible, run_sweep, plan, address=address, command=command)
     if mode == "auto":
         mode = "live" if err.is_terminal else "lines"
     if mode == "lines":
@@ -171,6 +174,7 @@ def sweep_run(
     name: Annotated[Optional[str], typer.Option(help="sweep name (default: the file's)")] = None,
     address: Address = None,
     progress: ProgressMode = ProgressView.auto,
+    cache_dir: CacheRoot = None,
     mlflow: MlflowUri = None,
     tensorboard: TensorBoard = False,
     report_every: Annotated[float, typer.Option(
@@ -181,7 +185,8 @@ def sweep_run(
     progress = progress.value
     plan, outcome = _run_sweep_file(sweep_file, data_root=data_root, storage=storage, name=name,
                                     address=address, progress=progress, mlflow=mlflow,
-                                    tensorboard=tensorboard, report_every=report_every)
+                                    tensorboard=tensorboard, report_every=report_every,
+                                    cache_dir=cache_dir)
     _conclude(plan.sweep_dir, outcome, progress,
               again=_again(f"dfu sweep resume {plan.name}", storage))
 
@@ -191,6 +196,7 @@ def _run_sweep_file(sweep_file: Path, **options):
     from dfu_train.sweep.space import load_sweep
 
     watched = {"address": options.pop("address"), "mode": options.pop("progress", "lines"),
+               "command": "dfu sweep run",
                "mlflow": options.pop("mlflow", None),
                "tensorboard": options.pop("tensorboard", False),
                "report_every": options.pop("report_every", 10.0)}
@@ -206,19 +212,24 @@ def sweep_resume(
     storage: Storage = "results",
     address: Address = None,
     progress: ProgressMode = ProgressView.auto,
+    cache_dir: CacheRoot = None,
 ) -> None:
-    """Continue a sweep after a crash or Ctrl-C: finished folds are kept, the rest continue."""
+    """Continue a sweep after a crash or Ctrl-C: finished folds are kept, the rest continue
+    (from their last checkpoint), as a fresh run planned from the sweep's own records."""
     from dfu_train.sweep.plan import plan_sweep
     from dfu_train.sweep.space import parse_sweep
+    from dfu_train.results.lease import check_free
     from dfu_train.results.store import read_manifest, resolve_sweep
 
     progress = progress.value
     sweep_dir = resolve_sweep(name, storage=storage)
     manifest = read_manifest(sweep_dir)
+    check_free(sweep_dir)
     spec = parse_sweep(manifest["spec"], source=str(sweep_dir / "sweep.json"))
     plan = plan_sweep(spec, data_root=manifest["data_root"], storage=sweep_dir.parent,
-                      name=sweep_dir.name)
-    outcome = _run_watched(plan, address=address, mode=progress)
+                      name=sweep_dir.name, source=str(sweep_dir / "sweep.json"),
+                      cache_dir=cache_dir)
+    outcome = _run_watched(plan, address=address, mode=progress, command="dfu sweep resume")
     _conclude(sweep_dir, outcome, progress, again=_again(f"dfu sweep resume {name}", storage))
 
 
@@ -232,20 +243,25 @@ def sweep_promote(
     storage: Storage = "results",
     address: Address = None,
     progress: ProgressMode = ProgressView.auto,
+    cache_dir: CacheRoot = None,
     mlflow: MlflowUri = None,
     tensorboard: TensorBoard = False,
 ) -> None:
     """Run the top screened configs on every fold (and extra fold seeds) into the same sweep.
     Recorded folds are not re-run; running the same promotion again continues it."""
-    from dfu_train.sweep.plan import plan_promotion
+    from dfu_train.results import store
+    from dfu_train.results.lease import check_free
     from dfu_train.results.store import resolve_sweep
+    from dfu_train.sweep.plan import plan_promotion
 
     progress = progress.value
     seeds = tuple(parse_seeds(fold_seeds)) if fold_seeds else ()
     sweep_dir = resolve_sweep(name, storage=storage)
-    plan = plan_promotion(sweep_dir, top=top, fold_seeds=seeds)
+    store.read_manifest(sweep_dir)
+    check_free(sweep_dir)
+    plan = plan_promotion(sweep_dir, top=top, fold_seeds=seeds, cache_dir=cache_dir)
     outcome = _run_watched(plan, address=address, mode=progress, mlflow=mlflow,
-                           tensorboard=tensorboard)
+                           tensorboard=tensorboard, command="dfu sweep promote")
     again = f"dfu sweep promote {name} --top {top}" + (f" --fold-seeds {fold_seeds}"
                                                         if fold_seeds else "")
     _conclude(sweep_dir, outcome, progress, again=_again(again, storage), top=top)
@@ -274,6 +290,7 @@ def sweep_status(
                   f"{fmt_number(best['qwk_std'])} ({best['folds_done']}/{best['folds_total']} folds)")
     for trial in status["errors"]:
         out.print(f"error in config {trial['config_id']} fold {trial['fold']}: {trial['error']}")
+    print_rejected(status["rejected"])
 
 
 @sweep_app.command("schema")

@@ -35,9 +35,9 @@ def build_leaderboard(sweep_dir: Location, *, manifest: dict | None = None,
     manifest = store.read_manifest(sweep_dir) if manifest is None else manifest
     plan = store.planned_folds(manifest)
     if all_records is None:
-        all_records = store.read_fold_results(sweep_dir)
+        all_records = store.read_fold_results(sweep_dir, manifest=manifest)
     if trials is None:
-        trials = store.read_trial_states(sweep_dir, all_records)
+        trials = store.read_trial_states(sweep_dir, all_records, manifest=manifest)
     records = {}
     for record in all_records:
         key = (record["config_id"], record["fold_seed"], record["fold"])
@@ -50,7 +50,7 @@ def build_leaderboard(sweep_dir: Location, *, manifest: dict | None = None,
         planned.setdefault(config_id, record.get("params", {}))
     screening, promoted = store.screening_folds(manifest), store.promoted_folds(manifest)
     confirmed: dict[str, dict[tuple, dict]] = {}
-    for record in store.read_confirmations(sweep_dir):
+    for record in store.read_confirmations(sweep_dir, manifest):
         confirmed.setdefault(record["config_id"], {}).setdefault(
             (record["fold_seed"], record["fold"]), record)
     rows = []
@@ -113,11 +113,12 @@ def _ranked(board: pd.DataFrame, by: str, *, apart: bool = True) -> pd.DataFrame
 
 
 def sweep_status(sweep_dir: Location) -> dict:
-    """Trial counts (finished, running, pending, pruned, error, planned), the best config so far
-    and the failed trials, from one read of the sweep folder."""
+    """Trial counts (finished, running, pending, pruned, error, planned), the best config so far,
+    the failed trials and the files set aside (`store.rejected_files`), from one read of the
+    sweep folder."""
     manifest = store.read_manifest(sweep_dir)
-    records = store.read_fold_results(sweep_dir)
-    trials = store.read_trial_states(sweep_dir, records)
+    records = store.read_fold_results(sweep_dir, manifest=manifest)
+    trials = store.read_trial_states(sweep_dir, records, manifest=manifest)
     counts = {s: sum(t["status"] == s for t in trials)
               for s in ("finished", "running", "pending", "pruned", "error")}
     counts["planned"] = store.planned_trials(manifest)
@@ -130,7 +131,8 @@ def sweep_status(sweep_dir: Location) -> dict:
                 "qwk_std": top["qwk_std"], "folds_done": int(top["folds_done"]),
                 "folds_total": int(top["folds_total"])}
     return {"sweep": Location(sweep_dir).name, "trials": counts, "best": best,
-            "errors": [t for t in trials if t["status"] == "error"]}
+            "errors": [t for t in trials if t["status"] == "error"],
+            "rejected": [r.__dict__ for r in store.rejected_files(sweep_dir, manifest)]}
 
 
 def trial_table(sweep_dir: Location) -> pd.DataFrame:

@@ -141,7 +141,7 @@ def trial_curves(sweep_dir: Location) -> list[dict]:
     results = read_all([f.parent / "result.json" for f in params_files])
     for params, result_body in zip(all_params, results):
         try:
-            config, _ = store.trial_of(params)
+            config_id, _, fold = store.trial_key(params)
             lines = result_body.decode("utf-8")
         except (AttributeError, TypeError, ValueError, KeyError, ConfigError):
             continue
@@ -155,8 +155,8 @@ def trial_curves(sweep_dir: Location) -> list[dict]:
             if result.get("progress") is not None and result.get("val_qwk") is not None:
                 points.append((result["progress"], result["val_qwk"], result.get("stage")))
         if points:
-            curves.append({"trial_id": trial_id, "config_id": config.config_id,
-                           "fold": params["fold"], "status": status.get(trial_id, "finished"),
+            curves.append({"trial_id": trial_id, "config_id": config_id,
+                           "fold": fold, "status": status.get(trial_id, "finished"),
                            "points": points})
     return curves
 

@@ -4,22 +4,33 @@
   sweep.json                   manifest: the sweep file, data root and fingerprint, planned trials
   fold_results/*.json          one record per finished (config_id, fold seed, fold); never edited
   confirmations/*.json         the same records, of `dfu cv --sweep` on fresh fold seeds
-  tune/                        Ray Tune's experiment (trial params.json / result.json)
+  pruned/*.json                trials the scheduler stopped early (not run again on resume)
+  quarantine/                  files that failed their checks, moved aside with the reason
+  lease.json                   who runs the sweep now (`results.lease`)
+  tune/                        Ray Tune's experiments, one per run or resume (params.json,
+                               result.json); written by Tune, never restored from
   train/train-<trial_id>/      Ray Train runs and checkpoints
 <storage>/cache/               artifacts every sweep under the storage shares (`dfu_train.cache`)
 
 The storage is a folder or a bucket URI (`dfu_train.location`); every file here is written whole.
+Every file read back is validated (`results.records`) before use: a fold record of the wrong
+shape, or of another cohort, fold assignment or an unplanned config, is never ranked (`rejected`)
+and is moved to `quarantine/` by the next run or resume, which computes its fold again.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dfu_train.errors import ConfigError, DataError
 from dfu_train.location import Location, read_all
+from dfu_train.results import records as shapes
 
 if TYPE_CHECKING:  # validating configs imports pydantic and the registries: only when needed
     from dfu_train.config import TrialConfig
@@ -31,6 +42,9 @@ TUNE_DIR = "tune"
 PROMOTE_PREFIX = "promote-"
 TRAIN_DIR = "train"
 CACHE_DIR = "cache"  # under the storage folder, beside the sweeps
+PRUNED = "pruned"  # marks of trials the scheduler stopped early
+QUARANTINE = "quarantine"  # files that failed their checks, moved aside
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # one path component, never . or ..
 
 
 def storage_path(storage: str | Path | Location) -> Location:
@@ -42,7 +56,10 @@ def resolve_sweep(name_or_path: str | Path | Location, *,
                   storage: str | Path | Location = "results") -> Location:
     """A sweep folder from a path or URI, or a name under `storage`; a clear error if none."""
     storage = storage_path(storage)
-    for candidate in (Location(name_or_path), storage / str(name_or_path)):
+    candidates = [Location(name_or_path)]
+    if SAFE_NAME.match(str(name_or_path)):  # a name, never `..` or a path out of the storage
+        candidates.append(storage / str(name_or_path))
+    for candidate in candidates:
         if (candidate / MANIFEST).is_file():
             return candidate
     known = sorted(p.parent.name for p in storage.glob(f"*/{MANIFEST}"))
@@ -67,11 +84,16 @@ def _finite(value: Any) -> Any:
 
 
 def read_manifest(sweep_dir: Location | Path) -> dict:
-    sweep_dir = Location(sweep_dir)
+    """`sweep.json`, checked for the shape dfu writes: a damaged manifest is one clear error."""
+    path = Location(sweep_dir) / MANIFEST
     try:
-        return json.loads((sweep_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{sweep_dir / MANIFEST}: unreadable sweep manifest ({exc})") from None
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable sweep manifest ({str(exc)[:200]})") from None
+    manifest, problem = shapes.validated(shapes.Manifest, data)
+    if manifest is None:
+        raise DataError(f"{path}: not a sweep manifest dfu wrote ({problem})")
+    return manifest
 
 
 def trial_of(tune_config: dict) -> tuple[TrialConfig, dict]:
@@ -93,27 +115,36 @@ def recorded_config(sweep_dir: Location | Path, config_id: str) -> TrialConfig:
     from dfu_train.config import TrialConfig
 
     manifest = read_manifest(sweep_dir)
-    for record in read_fold_results(sweep_dir):
+    for record in read_fold_results(sweep_dir, manifest=manifest):
         if record["config_id"] == config_id:
             config = TrialConfig.from_dict(record["config"])
             return config.override({"cv.seed": manifest["spec"]["cv"]["seed"]})
     raise ConfigError(f"config {config_id} has no finished fold in {Location(sweep_dir).name}")
 
 
-def trial_key(tune_config: dict) -> tuple[str, int, int]:
-    """(config_id, fold seed, fold) of a Tune trial. Planned trials carry their id and config,
-    so this reads them without validating (and importing what validation needs); a config a
-    search algorithm proposed is resolved on top of the base config."""
+Key = tuple[str, int, int]  # (config_id, fold seed, fold)
+
+
+def trial_key(tune_config: dict) -> Key:
+    """(config_id, fold seed, fold) of a Tune trial. Planned trials carry their id, config and
+    fold, so this reads them without validating (and importing what validation needs); a config
+    a search algorithm proposed is resolved on top of the base config."""
     if "trial" in tune_config:
         trial = tune_config["trial"]
-        return trial["config_id"], trial["config"]["cv"]["seed"], tune_config["fold"]
+        fold = trial["fold"] if "fold" in trial else tune_config["fold"]  # earlier versions
+        return trial["config_id"], trial["config"]["cv"]["seed"], fold
     config, _ = trial_of(tune_config)
     return config.config_id, config.cv.seed, tune_config["fold"]
 
 
+def key_name(key: Key) -> str:
+    config_id, fold_seed, fold = key
+    return f"{config_id}-s{fold_seed}-f{fold}"
+
+
 def fold_result_path(sweep_dir: Location | Path, config_id: str, fold_seed: int,
                      fold: int, *, folder: str = FOLD_RESULTS) -> Location:
-    return Location(sweep_dir) / folder / f"{config_id}-s{fold_seed}-f{fold}.json"
+    return Location(sweep_dir) / folder / f"{key_name((config_id, fold_seed, fold))}.json"
 
 
 def write_fold_result(sweep_dir: Location | Path, record: dict) -> Location:
@@ -131,47 +162,283 @@ def write_confirmation(sweep_dir: Location | Path, record: dict) -> Location:
     return path
 
 
-def read_confirmations(sweep_dir: Location | Path) -> list[dict]:
-    """Every readable confirmation record (`dfu cv --sweep`)."""
-    return read_fold_results(sweep_dir, folder=CONFIRMATIONS)
+def read_confirmations(sweep_dir: Location | Path, manifest: dict | None = None) -> list[dict]:
+    """Every valid confirmation record (`dfu cv --sweep`)."""
+    return read_fold_results(sweep_dir, folder=CONFIRMATIONS, manifest=manifest)
 
 
 def read_fold_result(sweep_dir: Location | Path, config_id: str, fold_seed: int,
                      fold: int, *, folder: str = FOLD_RESULTS) -> dict | None:
+    """One record, if it is there and has the shape dfu writes (whether it belongs to the
+    sweep is for `check_records`)."""
     path = fold_result_path(sweep_dir, config_id, fold_seed, fold, folder=folder)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    record, _ = shapes.validated(shapes.FoldRecord, data)
+    if record is None or (record["config_id"], record["fold_seed"], record["fold"]) != (
+            config_id, fold_seed, fold):
+        return None
+    return record
+
+
+def write_pruned(sweep_dir: Location | Path, mark: dict) -> None:
+    """Mark a trial the scheduler stopped early: a resumed sweep does not run it again."""
+    key = (mark["config_id"], mark["fold_seed"], mark["fold"])
+    write_json_atomic(Location(sweep_dir) / PRUNED / f"{key_name(key)}.json", mark)
+
+
+def read_pruned(sweep_dir: Location | Path, seen: dict[str, Any] | None = None) -> dict[Key, dict]:
+    """The valid prune marks, by trial key (a damaged mark is ignored: that trial runs again)."""
+    paths = (Location(sweep_dir) / PRUNED).glob("*.json")
+    marks = {}
+    for path, data in zip(paths, read_json_files(paths, seen)):
+        mark, _ = shapes.validated(shapes.PrunedMark, data)
+        if mark is not None:
+            key = (mark["config_id"], mark["fold_seed"], mark["fold"])
+            if path.name == f"{key_name(key)}.json":
+                marks[key] = mark
+    return marks
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A file of the sweep folder that failed its checks, and why; `quarantined` once moved."""
+
+    path: str  # relative to the sweep folder
+    reason: str
+    quarantined: bool = False
+
+
+def check_records(sweep_dir: Location | Path, manifest: dict, *, folder: str = FOLD_RESULTS,
+                  seen: dict[str, Any] | None = None) -> tuple[list[dict], list[Rejected]]:
+    """The records of `folder` that belong to the sweep, in file-name order, and the others
+    with the reason: unreadable JSON, the wrong shape, a file name that is not the record's
+    key, another cohort or fold assignment, or a (config, fold) the sweep never planned."""
+    sweep_dir = Location(sweep_dir)
+    paths = (sweep_dir / folder).glob("*.json")  # temporary files start with '.'
+    plan = planned_folds(manifest)
+    proposed = _ProposedConfigs(manifest) if not manifest["configs"] else None
+    valid, rejected = [], []
+    kept: list[dict] = []
+    for path, data in zip(paths, read_json_files(paths, seen, keep_unreadable=True)):
+        where = f"{folder}/{path.name}"
+        if data is _UNREADABLE:
+            rejected.append(Rejected(where, "not readable JSON (damaged or cut short)"))
+            continue
+        record, problem = shapes.validated(shapes.FoldRecord, data)
+        if record is None:
+            rejected.append(Rejected(where, f"not a fold record: {problem}"))
+            continue
+        key = (record["config_id"], record["fold_seed"], record["fold"])
+        if path.name != f"{key_name(key)}.json":
+            rejected.append(Rejected(where, f"holds the record of {key_name(key)}, not of its "
+                                            "file name"))
+            continue
+        reason = _foreign(record, manifest)
+        if reason is None and folder == FOLD_RESULTS:
+            reason = _unplanned(record, plan, manifest, proposed)
+        if reason is not None:
+            rejected.append(Rejected(where, reason))
+        else:
+            kept.append(record)
+    if folder == CONFIRMATIONS:  # a confirmation confirms a config the sweep ran
+        ran = {r["config_id"] for r in read_fold_results(sweep_dir, seen, manifest=manifest)}
+        for record in kept:
+            if record["config_id"] not in ran:
+                rejected.append(Rejected(f"{folder}/{key_name(_key(record))}.json",
+                                         f"config {record['config_id']} never ran in the sweep"))
+            else:
+                valid.append(record)
+        return valid, rejected
+    return kept, rejected
+
+
+def _key(record: dict) -> Key:
+    return record["config_id"], record["fold_seed"], record["fold"]
+
+
+def _foreign(record: dict, manifest: dict) -> str | None:
+    """Why a record comes from another cohort or another fold assignment, if it does."""
+    if record["cohort_fingerprint"] != manifest["cohort_fingerprint"]:
+        return (f"made on another cohort (fingerprint {record['cohort_fingerprint'][:16]}, the "
+                f"sweep's {manifest['cohort_fingerprint']})")
+    if record["n_folds"] != manifest["spec"]["cv"]["n_folds"]:
+        return f"made with {record['n_folds']} folds, the sweep uses {manifest['spec']['cv']['n_folds']}"
+    expected = manifest["fold_fingerprints"].get(str(record["fold_seed"]))
+    if expected is not None and record["fold_fingerprint"] != expected:
+        return (f"made on another fold assignment under fold seed {record['fold_seed']} "
+                f"(fingerprint {record['fold_fingerprint'][:16]}, the sweep's {expected})")
+    return None
+
+
+def _unplanned(record: dict, plan: dict[str, set], manifest: dict,
+               proposed: _ProposedConfigs | None) -> str | None:
+    """Why the sweep never planned the record's (config, fold seed, fold), if it did not."""
+    config_id, pair = record["config_id"], (record["fold_seed"], record["fold"])
+    if config_id in plan:
+        if pair in plan[config_id]:
+            return None
+        return f"config {config_id} is not planned on fold {pair[1]} of fold seed {pair[0]}"
+    if proposed is not None and pair in screening_folds(manifest):
+        return proposed.check(record)
+    return f"config {config_id} is not planned in this sweep"
+
+
+class _ProposedConfigs:
+    """Configs a search algorithm proposed belong to the sweep when they are its base config
+    with the recorded params applied (checked once per config)."""
+
+    def __init__(self, manifest: dict):
+        self.manifest, self._seen, self._base = manifest, {}, None
+
+    def check(self, record: dict) -> str | None:
+        config_id = record["config_id"]
+        if config_id not in self._seen:
+            self._seen[config_id] = self._reason(record)
+        return self._seen[config_id]
+
+    def _reason(self, record: dict) -> str | None:
+        try:
+            if self._base is None:
+                self._base = _base_config(self.manifest)
+            config = self._base.override(record["params"])
+        except (ConfigError, ValueError, TypeError) as exc:
+            return f"params that are not of this sweep's space ({str(exc)[:120]})"
+        if record["config_id"] not in (config.config_id, config.earlier_config_id):
+            return (f"config {record['config_id']} is not the sweep's base config with the "
+                    "recorded params")
         return None
 
 
-def read_trial_states(sweep_dir: Location | Path, records: list[dict] | None = None, *,
-                      experiment: str | None = None,
-                      seen: dict[str, Any] | None = None) -> list[dict]:
-    """Each Tune trial as {trial_id, config_id, fold, fold_seed, status, error}.
+def _base_config(manifest: dict) -> TrialConfig:
+    """The config every proposal starts from, as the manifest recorded it (sweeps recorded
+    before it was kept: from the sweep file, which imports Ray's search spaces)."""
+    from dfu_train.config import TrialConfig
 
-    status is finished (its fold record exists), running, pending, error, or pruned (stopped by
-    the scheduler without a record). Read from Tune's periodically written experiment state and
-    each trial's params.json, so it works while the sweep runs; unreadable entries are skipped.
-    `records` are the fold records when the caller has read them already; `experiment` limits
-    the trials to one Tune experiment (`tune`, or a `promote-*` folder); `seen` keeps the
-    trials' params between calls (`read_json_files`).
-    """
+    if "base_config" in manifest:
+        return TrialConfig.from_dict(manifest["base_config"])
+    from dfu_train.sweep.space import parse_sweep
+
+    return parse_sweep(manifest["spec"], source=MANIFEST).base_config()
+
+
+def read_fold_results(sweep_dir: Location | Path, seen: dict[str, Any] | None = None, *,
+                      folder: str = FOLD_RESULTS, manifest: dict | None = None) -> list[dict]:
+    """The fold records that belong to the sweep, in file-name order (`check_records`). `seen`:
+    files read before (`read_json_files`)."""
+    manifest = read_manifest(sweep_dir) if manifest is None else manifest
+    return check_records(sweep_dir, manifest, folder=folder, seen=seen)[0]
+
+
+def rejected_files(sweep_dir: Location | Path, manifest: dict | None = None) -> list[Rejected]:
+    """Every record that failed its checks: those still in place (set aside by the next run or
+    resume) and those already in `quarantine/`, with their reasons."""
     sweep_dir = Location(sweep_dir)
+    manifest = read_manifest(sweep_dir) if manifest is None else manifest
+    found = [r for folder in (FOLD_RESULTS, CONFIRMATIONS)
+             for r in check_records(sweep_dir, manifest, folder=folder)[1]]
+    for why in (sweep_dir / QUARANTINE).glob("*/*.why.json"):
+        try:
+            note = json.loads(why.read_bytes())
+            found.append(Rejected(str(note["path"])[:200], str(note["reason"])[:300],
+                                  quarantined=True))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def quarantine(sweep_dir: Location | Path, rejected: list[Rejected]) -> list[Rejected]:
+    """Move each rejected file to `quarantine/<folder>/`, with a note of why (only the sweep's
+    writer does this: readers leave the folder as it is). The folds they held are then run
+    again like any fold without a record."""
+    sweep_dir = Location(sweep_dir)
+    moved = []
+    for item in rejected:
+        if item.quarantined:
+            continue
+        source = sweep_dir / item.path
+        target = sweep_dir / QUARANTINE / item.path
+        try:
+            target.write_bytes(source.read_bytes())
+            write_json_atomic(Location(f"{target}.why.json"), {
+                "path": item.path, "reason": item.reason,
+                "moved": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            source.delete()
+        except OSError:
+            continue
+        moved.append(Rejected(item.path, item.reason, quarantined=True))
+    return moved
+
+
+def read_trial_states(sweep_dir: Location | Path, records: list[dict] | None = None, *,
+                      experiment: str | None = None, seen: dict[str, Any] | None = None,
+                      manifest: dict | None = None) -> list[dict]:
+    """Each planned trial as {trial_id, config_id, fold, fold_seed, status, error, experiment}.
+
+    status is finished (it has a valid fold record), pruned (the scheduler stopped it: a prune
+    mark), or what the latest Tune run of its experiment says of it (running, pending, error);
+    a trial no run has reached yet is pending. Works while the sweep runs; a damaged Tune state
+    only hides running trials. `records`: the valid fold records when read already;
+    `experiment`: only that Tune experiment (`tune`, or a `promote-*` folder); `seen`: files
+    read before (`read_json_files`)."""
+    sweep_dir = Location(sweep_dir)
+    manifest = read_manifest(sweep_dir) if manifest is None else manifest
     if records is None:
-        records = read_fold_results(sweep_dir, seen)
-    finished = {(r["config_id"], r["fold_seed"], r["fold"]) for r in records}
+        records = read_fold_results(sweep_dir, seen, manifest=manifest)
+    finished = {_key(r): r for r in records}
+    pruned = read_pruned(sweep_dir, seen)
     trials = []
-    for tune_dir in experiment_dirs(sweep_dir):
-        if experiment is None or tune_dir.name == experiment:
-            trials += _experiment_trials(tune_dir, finished, seen)
+    for name in experiment_names(manifest):
+        if experiment is not None and name != experiment:
+            continue
+        runs = _tune_runs(sweep_dir / name, seen)
+        keys = experiment_keys(manifest, name)
+        if keys is None:
+            trials += _proposed_trials(name, runs, finished, pruned, manifest)
+            continue
+        latest = {t["key"]: t for t in (runs[-1] if runs else [])}
+        for key in keys:
+            trials.append(_trial_state(name, key, latest.get(key, {}), finished, pruned))
+    return trials
+
+
+def _trial_state(experiment: str, key: Key, run: dict, finished: dict, pruned: dict) -> dict:
+    if key in finished:
+        status, trial_id = "finished", finished[key].get("trial_id")
+    elif key in pruned:
+        status, trial_id = "pruned", pruned[key]["trial_id"]
+    else:  # a trial Tune ended without a record or a mark lost its record: it runs again
+        status = run.get("status", "pending").replace("ended", "pending")
+        trial_id = run.get("trial_id")
+    return {"trial_id": trial_id or run.get("trial_id"), "config_id": key[0], "fold_seed": key[1],
+            "fold": key[2], "status": status,
+            "error": run.get("error") if status == "error" else None, "experiment": experiment}
+
+
+def _proposed_trials(experiment: str, runs: list[list[dict]], finished: dict, pruned: dict,
+                     manifest: dict) -> list[dict]:
+    """One entry per trial a search algorithm proposed: a search may propose a config twice,
+    and each proposal counts towards `num_samples`. Earlier runs count the trials that ended in
+    them (the others ran again later); configs recorded without a readable Tune state still
+    count once."""
+    chosen = [t for run in runs[:-1] for t in run if t["status"] == "ended"]
+    chosen += runs[-1] if runs else []
+    seen_keys = {t["key"] for t in chosen}
+    screening = screening_folds(manifest)
+    trials = [_trial_state(experiment, t["key"], t, finished, pruned) for t in chosen]
+    for key in [*finished, *(k for k, m in pruned.items() if m["experiment"] == experiment)]:
+        if key not in seen_keys and key[1:] in screening:
+            seen_keys.add(key)
+            trials.append(_trial_state(experiment, key, {}, finished, pruned))
     return trials
 
 
 def experiment_outcome(sweep_dir: Location | Path, *, experiment: str, planned: int) -> dict:
-    """How one Tune experiment of the sweep ended, from what it wrote: trial counts, the errors,
-    and `interrupted` when some planned trial neither finished, was pruned nor failed (Tune
-    stops early only when it is interrupted)."""
+    """How one Tune experiment of the sweep stands after a run: trial counts, the errors, and
+    `interrupted` when some planned trial neither finished, was pruned nor failed (Tune stops
+    early only when it is interrupted)."""
     trials = read_trial_states(sweep_dir, experiment=experiment)
     counts = {status: sum(t["status"] == status for t in trials)
               for status in ("finished", "pruned", "error", "running", "pending")}
@@ -180,22 +447,41 @@ def experiment_outcome(sweep_dir: Location | Path, *, experiment: str, planned: 
             "errors": [t for t in trials if t["status"] == "error"]}
 
 
+def experiment_names(manifest: dict) -> list[str]:
+    """The sweep's Tune experiments: its own, then each promotion's."""
+    return [TUNE_DIR, *(p["experiment"] for p in manifest["promotions"])]
+
+
 def experiment_dirs(sweep_dir: Location | Path) -> list[Location]:
-    """The sweep's Tune experiments: the sweep's own, then each promotion's."""
     sweep_dir = Location(sweep_dir)
-    return [sweep_dir / TUNE_DIR, *sweep_dir.glob(f"{PROMOTE_PREFIX}*")]
+    return [sweep_dir / name for name in experiment_names(read_manifest(sweep_dir))]
+
+
+def experiment_keys(manifest: dict, experiment: str) -> list[Key] | None:
+    """The trials an experiment plans, in order; None when a search algorithm proposes them."""
+    if experiment == TUNE_DIR:
+        if not manifest["configs"]:
+            return None
+        seed = manifest["spec"]["cv"]["seed"]
+        return [(c["config_id"], seed, fold) for c in manifest["configs"]
+                for fold in manifest["folds"]]
+    for promotion in manifest["promotions"]:
+        if promotion["experiment"] == experiment:
+            return [(config_id, seed, fold) for config_id in promotion["configs"]
+                    for seed in promotion["fold_seeds"] for fold in promotion["folds"]]
+    return []
 
 
 def screening_folds(manifest: dict) -> set[tuple[int, int]]:
     """The (fold seed, fold) pairs every config of the sweep itself is planned on."""
-    seed = manifest["spec"]["cv"]["seed"] if "spec" in manifest else None
+    seed = manifest["spec"]["cv"]["seed"]
     return {(seed, fold) for fold in manifest["folds"]}
 
 
 def promoted_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
     """config_id -> the (fold seed, fold) pairs its promotions planned."""
     plan: dict[str, set[tuple[int, int]]] = {}
-    for promotion in manifest.get("promotions", []):
+    for promotion in manifest["promotions"]:
         for config_id in promotion["configs"]:
             plan.setdefault(config_id, set()).update(
                 (s, f) for s in promotion["fold_seeds"] for f in promotion["folds"])
@@ -205,16 +491,15 @@ def promoted_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
 def planned_trials(manifest: dict) -> int:
     """How many trials the sweep and its promotions planned (a proposing search counts the
     configs it will propose)."""
-    # A sweep whose search proposes its configs records none in its manifest.
     configs = len(manifest["configs"]) or manifest["spec"]["search"]["num_samples"]
     return configs * len(manifest["folds"]) + sum(
         len(p["configs"]) * len(p["fold_seeds"]) * len(p["folds"])
-        for p in manifest.get("promotions", []))
+        for p in manifest["promotions"])
 
 
 def planned_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
     """config_id -> the (fold seed, fold) pairs it is planned on: the sweep's own folds, plus
-    every promotion's. Configs a search algorithm proposes get the sweep's folds when found."""
+    every promotion's. Configs a search algorithm proposes are not listed (`_ProposedConfigs`)."""
     base = screening_folds(manifest)
     plan = {entry["config_id"]: set(base) for entry in manifest["configs"]}
     for config_id, folds in promoted_folds(manifest).items():
@@ -222,77 +507,91 @@ def planned_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
     return plan
 
 
-def _experiment_trials(tune_dir: Location, finished: set,
-                       seen: dict[str, Any] | None) -> list[dict]:
-    # Each Tune session (a run, then each resume) writes its own file, named by its start time;
-    # modification times of two sessions often fall in the same second.
+def _tune_runs(tune_dir: Location, seen: dict[str, Any] | None) -> list[list[dict]]:
+    """What each Tune run of an experiment (a run, then each resume) says of its trials, oldest
+    run first: [{trial_id, key, status (running, pending, error or ended), error}]. Read as
+    plain JSON, never restored from; a damaged state file counts as a run without trials."""
+    # Each Tune run writes its own file, named by its start time; modification times of two
+    # runs often fall in the same second.
     states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: (p.name, p.mtime()))
-    if not states:
-        return []
+    return [_run_trials(tune_dir, state, seen) for state in states]
+
+
+def _run_trials(tune_dir: Location, state: Location, seen: dict[str, Any] | None) -> list[dict]:
     try:
-        trial_data = json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]
-    except (OSError, json.JSONDecodeError, KeyError):
+        trial_data = json.loads(state.read_bytes())["trial_data"]
+        entries = [(json.loads(entry[0]), json.loads(entry[1])) for entry in trial_data]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
         return []
-    entries = []
-    for entry in trial_data:
-        try:
-            trial, runtime = json.loads(entry[0]), json.loads(entry[1])
-        except (json.JSONDecodeError, IndexError, TypeError):
-            continue
-        if "relative_logdir" in trial:
-            entries.append((trial, runtime))
+    entries = [(t, r) for t, r in entries if isinstance(t, dict) and isinstance(r, dict)
+               and isinstance(t.get("relative_logdir"), str) and SAFE_NAME.match(
+                   t["relative_logdir"])]
     params_files = read_json_files(
         [tune_dir / t["relative_logdir"] / "params.json" for t, _ in entries], seen)
     trials = []
     for (trial, runtime), params in zip(entries, params_files):
         try:
             key = trial_key(params)
-        except (KeyError, TypeError, ConfigError):
+        except (KeyError, TypeError, ValueError, ConfigError):
             continue
         status = _STATUS.get(trial.get("status"), "pending")
-        if key in finished:
-            status = "finished"
-        elif status == "finished":
-            status = "pruned"
         error = None
         if status == "error":
-            error = _last_line(tune_dir / trial["relative_logdir"] / "error.txt") or (
-                runtime.get("error_filename") or "failed")
-        trials.append({"trial_id": trial["trial_id"], "config_id": key[0], "fold_seed": key[1],
-                       "fold": key[2], "status": status, "error": error})
+            error = _last_line(tune_dir / trial["relative_logdir"] / "error.txt") or str(
+                runtime.get("error_filename") or "failed")[:200]
+        trials.append({"trial_id": str(trial.get("trial_id", ""))[:64], "key": key,
+                       "status": status, "error": error})
     return trials
 
 
-_STATUS = {"TERMINATED": "finished", "ERROR": "error", "RUNNING": "running",
+_STATUS = {"TERMINATED": "ended", "ERROR": "error", "RUNNING": "running",
            "PENDING": "pending", "PAUSED": "pending"}
+
+
+def trial_folders(sweep_dir: Location | Path, manifest: dict,
+                  *extra: str) -> dict[Key, list[tuple[Location, dict]]]:
+    """Every Tune trial folder of every run of the sweep (and of the `extra` experiments), by
+    trial key, with its params (read as JSON): where a resumed trial finds its last checkpoint
+    and a search its proposals."""
+    sweep_dir = Location(sweep_dir)
+    params_files = [f for name in dict.fromkeys([*experiment_names(manifest), *extra])
+                    for f in (sweep_dir / name).glob("*/params.json")]
+    folders: dict[Key, list[tuple[Location, dict]]] = {}
+    for path, params in zip(params_files, read_json_files(params_files)):
+        try:
+            key = trial_key(params)
+        except (KeyError, TypeError, ValueError, ConfigError):
+            continue
+        folders.setdefault(key, []).append((path.parent, params))
+    return folders
 
 
 def _last_line(path: Location) -> str | None:
     try:
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError:
+    except (OSError, ValueError):
         return None
     return lines[-1].strip()[:300] if lines else None
 
 
-def read_fold_results(sweep_dir: Location | Path, seen: dict[str, Any] | None = None, *,
-                      folder: str = FOLD_RESULTS) -> list[dict]:
-    """Every readable fold record, in file-name order; temporary files are skipped. `seen`:
-    records read before (`read_json_files`)."""
-    sweep_dir = Location(sweep_dir)
-    return [r for r in read_json_files((sweep_dir / folder).glob("*.json"), seen)
-            if r is not None]
+_UNREADABLE = object()
 
 
-def read_json_files(paths: list[Location], seen: dict[str, Any] | None = None) -> list[Any]:
-    """Each file's JSON, or None where unreadable or half written. Files that never change once
-    whole (fold records, trial params) are kept in `seen`, by URI, when given: a caller that
-    polls (the progress view) then reads only the new ones, however many the sweep holds."""
+def read_json_files(paths: list[Location], seen: dict[str, Any] | None = None, *,
+                    keep_unreadable: bool = False) -> list[Any]:
+    """Each file's JSON, or None where it cannot be read (`_UNREADABLE` where its bytes are not
+    JSON, when `keep_unreadable`). Files that never change once whole (fold records, trial
+    params) are kept in `seen`, by URI, when given: a caller that polls (the progress view)
+    then reads only the new ones, however many the sweep holds."""
     seen = {} if seen is None else seen
     missing = [path for path in paths if str(path) not in seen]
+    bad: set[str] = set()
     for path, body in zip(missing, read_all(missing)):
+        if body is None:
+            continue
         try:
             seen[str(path)] = json.loads(body)
-        except (json.JSONDecodeError, TypeError):  # unreadable (None) or half written
-            continue
-    return [seen.get(str(path)) for path in paths]
+        except ValueError:  # not JSON: damaged (whole files are written atomically)
+            bad.add(str(path))
+    default = _UNREADABLE if keep_unreadable else None
+    return [seen.get(str(path), default if str(path) in bad else None) for path in paths]

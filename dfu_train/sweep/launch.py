@@ -13,11 +13,13 @@ from ray import tune
 from dfu_train.errors import ConfigError
 from dfu_train.location import Location
 from dfu_train.results import store
+from dfu_train.results.lease import SweepLease
 from dfu_train.sweep.console import keep_ray_quiet, quiet_console
 from dfu_train.sweep.events import TrialLines
 from dfu_train.sweep.local_ray import connect_ray, start_local_ray
 from dfu_train.sweep.plan import SweepPlan, check_same_sweep, record_promotion, write_manifest
 from dfu_train.sweep.reservations import ReleaseOrphanedReservations
+from dfu_train.sweep.session import Session, plan_session, warm_started
 from dfu_train.sweep.space import SweepSpec, search_domains
 from dfu_train.sweep.trainable import fold_trainable, inline_fold_trainable
 
@@ -113,14 +115,16 @@ def create_trackers(name: str, *, mlflow: str | None = None,
 
 def run_sweep(plan: SweepPlan, *, address: str | None = None,
               on_event: Callable[[str], None] = print, trial_lines: bool = True,
-              trackers: list | tuple = ()) -> Location:
+              trackers: list | tuple = (), command: str = "dfu sweep run") -> Location:
     """Run (or continue) the planned sweep; returns the sweep folder. `trial_lines` prints one
     line on stderr per ended trial (off when a live view or a script reads the progress);
-    `trackers` are extra Tune callbacks (`create_trackers`, `TrialEvents`). A continued sweep
-    keeps the callbacks it started with. Ray's own output goes to a log in the sweep folder."""
+    `trackers` are extra Tune callbacks (`create_trackers`, `TrialEvents`). The sweep's lease
+    is held throughout (`SweepLease`): a second writer of the same sweep is refused before Ray
+    starts. Ray's own output goes to a log in the sweep folder."""
     if plan.experiment == store.TUNE_DIR:
         check_same_sweep(plan)
-    with quiet_console(plan.sweep_dir, plan.experiment) as log:
+    with SweepLease(plan.sweep_dir, command), quiet_console(plan.sweep_dir,
+                                                             plan.experiment) as log:
         started_ray = not ray.is_initialized()
         if started_ray:
             if address:
@@ -141,43 +145,68 @@ def _fit(plan: SweepPlan, *, on_event, trial_lines: bool, trackers) -> None:
     check_cluster_fits(plan.spec, alive_nodes())
     if plan.experiment == store.TUNE_DIR:
         write_manifest(plan)
+    for item in store.quarantine(plan.sweep_dir, store.rejected_files(plan.sweep_dir)):
+        on_event(f"set aside {item.path} (its fold runs again): {item.reason}")
+    session = plan_session(plan)
     concurrency = max_concurrent_trials(plan.spec, ray.cluster_resources())
+    left = f"{session.n_trials} to run" + (f", {session.done} done before" if session.done else "")
     on_event(f"sweep {plan.name}: {plan.n_configs} configs x {len(plan.folds)} folds = "
-             f"{plan.n_trials} trials, up to {concurrency} at once -> {plan.sweep_dir}")
-    tune_dir = plan.sweep_dir / plan.experiment
-    trainable = create_trainable(plan.spec)
-    # A driver killed before Tune's first snapshot leaves tuner.pkl but no trials to restore
-    # (restoring it fails); such a sweep simply starts again.
-    if tune.Tuner.can_restore(str(tune_dir)) and any(tune_dir.glob("experiment_state-*.json")):
-        on_event("continuing the recorded sweep: finished trials are not re-run")
-        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=_param_space(plan),
-            tune_config=tune.TuneConfig(
-                metric="val_qwk", mode="max",
-                num_samples=plan.n_configs if plan.proposes else 1,
-                search_alg=create_search(plan), max_concurrent_trials=concurrency,
-                scheduler=plan.spec.scheduler.build(plan.schedule_length),
-                trial_dirname_creator=_trial_dirname,
-                # Inline trials run in the same kind of actor: reusing it saves a process start
-                # and the imports per trial. A Train trial's actor owns a TorchTrainer, and
-                # stopping the trial must end that actor with it.
-                reuse_actors=not plan.spec.resources.use_train),
-            run_config=tune.RunConfig(
-                name=plan.experiment, storage_path=str(plan.sweep_dir), verbose=0,
-                failure_config=tune.FailureConfig(max_failures=plan.spec.resources.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                # Trial states reach a bucket every 5 minutes by default; status and progress
-                # read from a laptop should not lag that far.
-                sync_config=tune.SyncConfig(sync_period=BUCKET_SYNC_S),
-                callbacks=[*([TrialLines()] if trial_lines else []),
-                           ReleaseOrphanedReservations(), *trackers]),
-        )
+             f"{plan.n_trials} trials ({left}), up to {concurrency} at once -> {plan.sweep_dir}")
+    if session.n_trials == 0:
+        if plan.promotion is not None:
+            record_promotion(plan)
+        return
+    # Every run is a fresh Tune experiment over what is left: Tune's own state (tuner.pkl, the
+    # trials' pickles) is never restored, so nothing in the storage is unpickled (`session`).
+    tuner = tune.Tuner(
+        create_trainable(plan.spec),
+        param_space=_param_space(plan, session),
+        tune_config=tune.TuneConfig(
+            metric="val_qwk", mode="max",
+            num_samples=session.samples if plan.proposes else 1,
+            search_alg=create_search(plan, session), max_concurrent_trials=concurrency,
+            scheduler=_recording_prunes(plan.spec.scheduler.build(plan.schedule_length), plan),
+            trial_dirname_creator=_trial_dirname,
+            # Inline trials run in the same kind of actor: reusing it saves a process start
+            # and the imports per trial. A Train trial's actor owns a TorchTrainer, and
+            # stopping the trial must end that actor with it.
+            reuse_actors=not plan.spec.resources.use_train),
+        run_config=tune.RunConfig(
+            name=plan.experiment, storage_path=str(plan.sweep_dir), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=plan.spec.resources.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # Trial states reach a bucket every 5 minutes by default; status and progress
+            # read from a laptop should not lag that far.
+            sync_config=tune.SyncConfig(sync_period=BUCKET_SYNC_S),
+            callbacks=[*([TrialLines()] if trial_lines else []),
+                       ReleaseOrphanedReservations(), *trackers]),
+    )
     if plan.promotion is not None:
         record_promotion(plan)
     tuner.fit()
+
+
+def _recording_prunes(scheduler, plan: SweepPlan):
+    """The scheduler, marking each trial it stops early in the sweep folder (`store.write_pruned`)
+    so that a resumed sweep does not run it again."""
+    from ray.tune.schedulers import TrialScheduler
+
+    decide = scheduler.on_trial_result
+
+    def on_trial_result(controller, trial, result):
+        decision = decide(controller, trial, result)
+        if decision == TrialScheduler.STOP and not result.get("final"):
+            config_id, fold_seed, fold = store.trial_key(trial.config)
+            params = (trial.config["trial"]["params"] if "trial" in trial.config
+                      else trial.config.get("params", {}))
+            store.write_pruned(plan.sweep_dir, {
+                "config_id": config_id, "fold_seed": fold_seed, "fold": fold,
+                "experiment": plan.experiment, "progress": int(result.get("progress", 0)),
+                "val_qwk": result.get("val_qwk"), "params": params, "trial_id": trial.trial_id})
+        return decision
+
+    scheduler.on_trial_result = on_trial_result
+    return scheduler
 
 
 def create_trainable(spec: SweepSpec):
@@ -189,15 +218,17 @@ def create_trainable(spec: SweepSpec):
     return tune.with_resources(inline_fold_trainable, {"CPU": spec.resources.cpus_per_trial})
 
 
-def create_search(plan: SweepPlan):
-    """The search algorithm of a sweep whose configs it proposes; None when the configs were
-    expanded before Ray started (grid, random, and every promotion, whatever searched first)."""
+def create_search(plan: SweepPlan, session: Session | None = None):
+    """The search algorithm of a sweep whose configs it proposes, told what earlier runs of the
+    sweep tried (`session`); None when the configs were expanded before Ray started (grid,
+    random, and every promotion, whatever searched first)."""
     if not plan.proposes:
         return None
-    return plan.spec.search.searcher.build(plan.spec.search.seed)
+    searcher = plan.spec.search.searcher.build(plan.spec.search.seed)
+    return warm_started(searcher, session) if session is not None else searcher
 
 
-def _param_space(plan: SweepPlan) -> dict:
+def _param_space(plan: SweepPlan, session: Session) -> dict:
     settings = {
         "sweep_dir": str(plan.sweep_dir), "data_root": str(plan.data_root),
         "cpus_per_trial": plan.spec.resources.cpus_per_trial,
@@ -205,14 +236,16 @@ def _param_space(plan: SweepPlan) -> dict:
         "max_failures": plan.spec.resources.max_failures,
         "base_config": plan.spec.base_config().to_dict(),
         "cache": {"root": plan.cache_root, "enabled": plan.spec.cache.enabled},
+        "resume_from": session.checkpoints,
+        "cohort_fingerprint": plan.cohort.fingerprint,
     }
     if plan.proposes:
         return {"settings": settings, "fold": plan.folds[0], "params": search_domains(plan.spec)}
     ids = plan.recorded_ids or tuple(c.config_id for c, _ in plan.configs)
-    trials = [{"config_id": config_id, "params": p, "config": c.to_dict()}
-              for config_id, (c, p) in zip(ids, plan.configs)]
-    return {"settings": settings, "trial": tune.grid_search(trials),
-            "fold": tune.grid_search(list(plan.folds))}
+    trials = [{"config_id": ids[i], "params": plan.configs[i][1],
+               "config": plan.configs[i][0].to_dict(), "fold": fold}
+              for i, fold in session.pairs]
+    return {"settings": settings, "trial": tune.grid_search(trials)}
 
 
 def _trial_dirname(trial) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from dfu_train.config import TrialConfig
 from dfu_train.data.check import check_cohort_for
 from dfu_train.data.cohort import Cohort, load_cohort
-from dfu_train.data.folds import check_fold_count
+from dfu_train.data.folds import assign_folds, check_fold_count, fold_fingerprint
 from dfu_train.errors import ConfigError, DataError
 from dfu_train.location import Location
 from dfu_train.results import store
@@ -42,6 +42,7 @@ class SweepPlan:
     # The ids a promotion's configs were recorded under (an earlier version may have given
     # another id than `config_id`); empty: each config's own `config_id`.
     recorded_ids: tuple[str, ...] = ()
+    cache_dir: str | None = None  # the cache the command line named (`checked_cache_dir`)
 
     @property
     def folds(self) -> tuple[int, ...]:
@@ -71,8 +72,10 @@ class SweepPlan:
 
     @property
     def cache_root(self) -> str:
-        """Shared by every sweep under the same storage unless the sweep file names another."""
-        return self.spec.cache.root or str(self.sweep_dir.parent / store.CACHE_DIR)
+        """Shared by every sweep under the same storage unless the command line (or the sweep
+        file, inside the storage) names another."""
+        return self.cache_dir or self.spec.cache.root or str(self.sweep_dir.parent /
+                                                             store.CACHE_DIR)
 
     @property
     def spec_hash(self) -> str:
@@ -89,13 +92,14 @@ def spec_hash(spec: SweepSpec, cohort_fingerprint: str) -> str:
 
 def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
                storage: str | Path | Location = "results", name: str | None = None,
-               source: str = "sweep") -> SweepPlan:
+               source: str = "sweep", cache_dir: str | None = None) -> SweepPlan:
     """Validate everything a sweep needs; raise ConfigError/DataError before any work starts."""
     name = name or spec.name
     if not name:
         raise ConfigError(f"{source}: the sweep has no name; set `name:` or pass --name")
-    if not all(c.isalnum() or c in "-_." for c in name):
-        raise ConfigError(f"sweep name {name!r}: use letters, digits, '-', '_' and '.' only")
+    if not store.SAFE_NAME.match(name):
+        raise ConfigError(f"sweep name {name[:100]!r}: start with a letter or digit, then use "
+                          "letters, digits, '-', '_' and '.' only (at most 100)")
     root = Path(data_root or spec.data.root or DEFAULT_DATA_ROOT)
     configs = tuple(expand_configs(spec))
     requested = {m for config, _ in configs for m in config.modalities}
@@ -104,12 +108,27 @@ def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
     cohort = check_cohort_for(root, modalities=requested, n_folds=spec.cv.n_folds, source=source)
     storage = store.storage_path(storage)
     sweep_dir = storage / name
+    cache_dir = checked_cache_dir(spec, storage, cache_dir, source=source)
     _check_writable(storage)
-    return SweepPlan(spec, name, sweep_dir, root.resolve(), cohort, configs)
+    return SweepPlan(spec, name, sweep_dir, root.resolve(), cohort, configs, cache_dir=cache_dir)
 
 
-def plan_promotion(sweep_dir: Location, *, top: int,
-                   fold_seeds: tuple[int, ...] = ()) -> SweepPlan:
+def checked_cache_dir(spec: SweepSpec, storage: Location, cache_dir: str | None, *,
+                      source: str) -> str | None:
+    """The cache the trials write to when it is not the storage's own: a sweep file may name a
+    folder inside the storage, but a cache elsewhere (another bucket, say) must also be named on
+    the command line, so that a sweep file from someone else cannot send wound crops there."""
+    if cache_dir is not None:
+        return str(Location(cache_dir))
+    root = spec.cache.root
+    if root is None or str(Location(root)).startswith(f"{storage}/"):
+        return None
+    raise ConfigError(f"{source}: cache.root {str(root)[:200]!r} lies outside the storage "
+                      f"{storage}; pass --cache-dir {str(root)[:200]} to use it")
+
+
+def plan_promotion(sweep_dir: Location, *, top: int, fold_seeds: tuple[int, ...] = (),
+                   cache_dir: str | None = None) -> SweepPlan:
     """The top `top` configs of a (screening) sweep on every fold, under the sweep's fold seed
     and each of `fold_seeds`: trials of a new Tune experiment in the same sweep folder. Folds
     already recorded are not run again; the same promotion run twice continues the first."""
@@ -125,12 +144,14 @@ def plan_promotion(sweep_dir: Location, *, top: int,
     if board.empty:
         raise ConfigError(f"{sweep_dir}: no finished fold to promote from yet")
     spec = parse_sweep(manifest["spec"], source=str(sweep_dir / store.MANIFEST))
+    cache_dir = checked_cache_dir(spec, sweep_dir.parent, cache_dir,
+                                  source=str(sweep_dir / store.MANIFEST))
     seeds = tuple(dict.fromkeys((spec.cv.seed, *fold_seeds)))
     promoted = spec.model_copy(update={
         "cv": spec.cv.model_copy(update={"run_folds": "all"}),
         "scheduler": spec.scheduler.model_copy(update={"type": "none"})})
     chosen = list(board["config_id"][:top])
-    known = {r["config_id"]: r for r in store.read_fold_results(sweep_dir)}
+    known = {r["config_id"]: r for r in store.read_fold_results(sweep_dir, manifest=manifest)}
     configs, ids = [], []
     for config_id in chosen:
         config = TrialConfig.from_dict(known[config_id]["config"])
@@ -145,19 +166,31 @@ def plan_promotion(sweep_dir: Location, *, top: int,
     key = hashlib.sha256(json.dumps([chosen, seeds]).encode()).hexdigest()[:8]
     experiment = f"{store.PROMOTE_PREFIX}{key}"
     return SweepPlan(promoted, manifest["name"], sweep_dir, root, cohort, tuple(configs),
-                     experiment=experiment, recorded_ids=tuple(ids),
+                     experiment=experiment, recorded_ids=tuple(ids), cache_dir=cache_dir,
                      promotion={"experiment": experiment, "configs": chosen,
                                 "fold_seeds": list(seeds), "folds": list(promoted.cv.folds())})
 
 
 def record_promotion(plan: SweepPlan) -> None:
-    """Add the promotion to the manifest: only once it is planned and its Tuner is built, so a
-    promotion that fails before it runs leaves `sweep.json` as it was."""
+    """Add the promotion (and the fold assignments of its fold seeds) to the manifest: only
+    once it is planned and its Tuner is built, so a promotion that fails before it runs leaves
+    `sweep.json` as it was."""
     manifest = store.read_manifest(plan.sweep_dir)
-    promotions = [p for p in manifest.get("promotions", [])
+    promotions = [p for p in manifest["promotions"]
                   if p["experiment"] != plan.promotion["experiment"]]
+    fingerprints = {**fold_fingerprints(plan.cohort, plan.spec.cv.n_folds,
+                                        plan.promotion["fold_seeds"]),
+                    **manifest["fold_fingerprints"]}
     store.write_json_atomic(plan.sweep_dir / store.MANIFEST,
-                            {**manifest, "promotions": [*promotions, plan.promotion]})
+                            {**manifest, "promotions": [*promotions, plan.promotion],
+                             "fold_fingerprints": fingerprints})
+
+
+def fold_fingerprints(cohort: Cohort, n_folds: int, seeds) -> dict[str, str]:
+    """fold seed (as text) -> the fingerprint of the patients' fold assignment under it, which
+    every fold record of the sweep must carry."""
+    return {str(seed): fold_fingerprint(cohort, assign_folds(cohort, n_folds=n_folds, seed=seed))
+            for seed in seeds}
 
 
 def _check_writable(storage: Location) -> None:
@@ -193,6 +226,9 @@ def write_manifest(plan: SweepPlan) -> None:
         "data_root": str(plan.data_root),
         "cohort_fingerprint": plan.cohort.fingerprint,
         "folds": list(plan.folds),
+        "fold_fingerprints": fold_fingerprints(plan.cohort, plan.spec.cv.n_folds,
+                                               [plan.spec.cv.seed]),
+        "base_config": plan.spec.base_config().to_dict(),
         "configs": [] if plan.proposes else [
             {"config_id": c.config_id, "params": p, "config": c.to_dict()} for c, p in plan.configs],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

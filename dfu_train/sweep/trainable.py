@@ -21,6 +21,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from dfu_train.cache import ArtifactCache
 from dfu_train.data.cohort import load_cohort
+from dfu_train.errors import DataError
 from dfu_train.location import Location
 from dfu_train.results import store
 from dfu_train.training.fold import final_report, run_fold
@@ -117,8 +118,14 @@ def _run_and_record(tune_config: dict, *, trial_id: str, trial_started: float, r
     cpus = max(1, int(settings["cpus_per_trial"]))
     torch.set_num_threads(cpus)  # no oversubscription: torch and the forest use what was reserved
     config, params = store.trial_of(tune_config)
+    key = store.trial_key(tune_config)  # the id as planned (also by earlier versions)
     cohort = load_cohort(settings["data_root"])
-    resume = _load_checkpoint(checkpoint)
+    planned = settings.get("cohort_fingerprint", cohort.fingerprint)
+    if cohort.fingerprint != planned:  # its record would not belong to the sweep
+        raise DataError(f"{settings['data_root']}: the cohort changed since the sweep was planned "
+                        f"(fingerprint {cohort.fingerprint}, planned {planned}); run the sweep on "
+                        "the cohort as it was, or the new one as a new sweep")
+    resume = _load_checkpoint(checkpoint) or _earlier_checkpoint(settings, key)
     cache_settings = settings.get("cache", {"root": str(sweep_dir.parent / store.CACHE_DIR),
                                             "enabled": True})
     cache = ArtifactCache(cache_settings["root"], enabled=cache_settings["enabled"])
@@ -148,9 +155,8 @@ def _run_and_record(tune_config: dict, *, trial_id: str, trial_started: float, r
             "threads": {"torch": torch.get_num_threads(), "forest_jobs": cpus},
         })
 
-    run_fold(config, cohort, tune_config["fold"], report=report, n_jobs=cpus, resume=resume,
-             cache=cache, device=device, on_result=record,
-             config_id=store.trial_key(tune_config)[0])  # as planned, also by earlier versions
+    run_fold(config, cohort, key[2], report=report, n_jobs=cpus, resume=resume,
+             cache=cache, device=device, on_result=record, config_id=key[0])
 
 
 def _load_checkpoint(checkpoint) -> FoldCheckpoint | None:
@@ -159,6 +165,23 @@ def _load_checkpoint(checkpoint) -> FoldCheckpoint | None:
         return None
     with checkpoint.as_directory() as folder:
         return FoldCheckpoint.load(Path(folder) / CHECKPOINT_FILE)
+
+
+def _earlier_checkpoint(settings: dict, key: tuple[str, int, int]) -> FoldCheckpoint | None:
+    """The newest checkpoint an earlier run of the sweep left for this trial (`session`), read
+    weights-only; one that is damaged or of another trial is ignored (the fold starts over)."""
+    uri = settings.get("resume_from", {}).get(store.key_name(key))
+    if uri is None:
+        return None
+    try:
+        with tempfile.TemporaryDirectory(prefix="fold-resume-") as folder:
+            path = Path(folder) / CHECKPOINT_FILE
+            path.write_bytes(Location(uri).read_bytes())
+            resume = FoldCheckpoint.load(path)
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, the fold starts over
+        print(f"dfu: not continuing from {uri} ({type(exc).__name__}); the fold starts over")
+        return None
+    return resume if (resume.config_id, resume.fold) == (key[0], key[2]) else None
 
 
 def _report_to_train(metrics: dict, checkpoint: FoldCheckpoint | None) -> None:

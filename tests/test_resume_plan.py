@@ -1,0 +1,140 @@
+"""What a resumed sweep plans from the sweep folder alone (no Ray started): the pairs left, the
+configs a search algorithm is told about, the checkpoint each unfinished trial continues from,
+and the prune marks that keep stopped trials stopped."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from dfu_train.results import store
+from dfu_train.sweep.launch import _param_space, _recording_prunes, create_search
+from dfu_train.sweep.plan import plan_sweep, write_manifest
+from dfu_train.sweep.session import flat_params, plan_session
+from dfu_train.sweep.space import parse_sweep
+from dfu_train.training.checkpoint import FoldCheckpoint
+from sweep_files import fold_record
+
+GRID = {"name": "left", "cv": {"n_folds": 3, "run_folds": [0, 1]},
+        "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
+        "resources": {"use_train": False},
+        "fixed": {"modalities": ["metadata"], "forest.n_estimators": 10},
+        "space": {"forest.max_depth": {"grid": [3, 5, None]}}}
+OPTUNA = {**GRID, "name": "tpe", "cv": {"n_folds": 3, "run_folds": [0]},
+          "search": {"algorithm": "optuna", "num_samples": 5, "seed": 1},
+          "space": {"forest.max_depth": {"choice": [3, 5, 7]},
+                    "forest.min_samples_leaf": {"choice": [1, 2]}}}
+
+
+def _planned(spec: dict, synthetic_root, tmp_path, cohort):
+    plan = plan_sweep(parse_sweep(spec), data_root=synthetic_root, storage=tmp_path / "results")
+    write_manifest(plan)
+    manifest = store.read_manifest(plan.sweep_dir)
+    fingerprint = manifest["fold_fingerprints"][str(plan.spec.cv.seed)]
+
+    def record(config, params, fold, qwk):
+        return fold_record(config.config_id, config.cv.seed, fold, qwk, params=params,
+                           cohort_fingerprint=cohort.fingerprint, fold_fingerprint=fingerprint)
+    return plan, record
+
+
+def test_a_resume_plans_only_the_pairs_without_a_record_or_a_prune_mark(synthetic_root, tmp_path,
+                                                                        cohort):
+    plan, record = _planned(GRID, synthetic_root, tmp_path, cohort)
+    (c0, p0), (c1, p1), (c2, _) = plan.configs
+    store.write_fold_result(plan.sweep_dir, record(c0, p0, 0, 0.4))
+    store.write_fold_result(plan.sweep_dir, record(c0, p0, 1, 0.5))
+    store.write_pruned(plan.sweep_dir, {"config_id": c1.config_id, "fold_seed": 42, "fold": 0,
+                                        "experiment": "tune", "progress": 1, "val_qwk": 0.1,
+                                        "params": p1})
+    session = plan_session(plan)
+    assert session.pairs == ((1, 1), (2, 0), (2, 1)) and session.done == 3
+    trials = _param_space(plan, session)["trial"]["grid_search"]
+    assert [(t["config_id"], t["fold"]) for t in trials] == [
+        (c1.config_id, 1), (c2.config_id, 0), (c2.config_id, 1)]
+    assert all(store.trial_key({"trial": t}) == (t["config_id"], 42, t["fold"]) for t in trials)
+
+
+def test_an_unfinished_trial_continues_from_its_newest_checkpoint(synthetic_root, tmp_path,
+                                                                  cohort):
+    plan, _ = _planned(GRID, synthetic_root, tmp_path, cohort)
+    config, params = plan.configs[1]
+    trial = {"config_id": config.config_id, "params": params, "config": config.to_dict(),
+             "fold": 1}
+    folder = plan.sweep_dir.local_path / "tune" / f"{config.config_id}-f1-abcde_00003"
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps({"settings": {}, "trial": trial}))
+    for step in (1, 2):
+        (folder / f"checkpoint_00000{step}").mkdir()
+        FoldCheckpoint(config.config_id, 1, "forest", step, {}, None, {}, None).save(
+            folder / f"checkpoint_00000{step}" / "fold.pt")
+    train_run = plan.sweep_dir.local_path / "train" / "train-abcde_00003" / "checkpoint_2026"
+    train_run.mkdir(parents=True)
+    FoldCheckpoint(config.config_id, 1, "stage1", 5, {}, None, {}, None).save(
+        train_run / "fold.pt")
+    checkpoints = plan_session(plan).checkpoints
+    assert list(checkpoints) == [f"{config.config_id}-s42-f1"]
+    assert checkpoints[f"{config.config_id}-s42-f1"] == str(train_run / "fold.pt")  # newest
+
+    from dfu_train.sweep.trainable import _earlier_checkpoint
+
+    resumed = _earlier_checkpoint({"resume_from": checkpoints}, (config.config_id, 42, 1))
+    assert resumed.progress == 5 and resumed.stage == "stage1"
+    assert _earlier_checkpoint({"resume_from": checkpoints}, (config.config_id, 42, 0)) is None
+
+
+def test_a_resumed_search_is_told_the_configs_tried_and_proposes_the_unfinished_first(
+        synthetic_root, tmp_path, cohort):
+    plan, record = _planned(OPTUNA, synthetic_root, tmp_path, cohort)
+    base = plan.spec.base_config()
+    tried = [({"forest.max_depth": 3, "forest.min_samples_leaf": 1}, 0.3),
+             ({"forest.max_depth": 7, "forest.min_samples_leaf": 2}, 0.6)]
+    for params, qwk in tried:
+        store.write_fold_result(plan.sweep_dir, record(base.override(params), params, 0, qwk))
+    pruned = {"forest.max_depth": 5, "forest.min_samples_leaf": 1}
+    store.write_pruned(plan.sweep_dir, {
+        "config_id": base.override(pruned).config_id, "fold_seed": 42, "fold": 0,
+        "experiment": "tune", "progress": 1, "val_qwk": 0.2, "params": pruned})
+    unfinished = {"forest.max_depth": 5, "forest.min_samples_leaf": 2}
+    folder = plan.sweep_dir.local_path / "tune" / "x-f0-abcde_00001"
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps({
+        "settings": {"base_config": base.to_dict()}, "fold": 0, "params": unfinished}))
+    session = plan_session(plan)
+    assert session.samples == 2 and session.done == 3  # 5 planned, 3 tried and ended
+    assert sorted(q for _, q in session.evaluated) == [0.2, 0.3, 0.6]
+    assert session.unfinished == (flat_params(unfinished),)
+
+    searcher = create_search(plan, session)
+    space = _param_space(plan, session)
+    searcher.set_search_properties("val_qwk", "max", space)
+    study = searcher._ot_study
+    assert len(study.trials) == 4  # three told, one enqueued
+    first = searcher.suggest("trial-1")
+    assert first["params"] == unfinished  # the unfinished config is proposed again first
+
+
+@pytest.mark.parametrize(("final", "marked"), [(False, True), (True, False)])
+def test_the_scheduler_marks_the_trials_it_stops_early(synthetic_root, tmp_path, cohort, final,
+                                                       marked):
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    plan, _ = _planned(GRID, synthetic_root, tmp_path, cohort)
+    config, params = plan.configs[0]
+
+    class Stops(FIFOScheduler):
+        def on_trial_result(self, controller, trial, result):
+            return TrialScheduler.STOP
+
+    trial = SimpleNamespace(trial_id="abcde_00000", config={"trial": {
+        "config_id": config.config_id, "params": params, "config": config.to_dict(), "fold": 1}})
+    scheduler = _recording_prunes(Stops(), plan)
+    result = {"progress": 2, "val_qwk": 0.25, **({"final": 1} if final else {})}
+    assert scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP
+    marks = store.read_pruned(plan.sweep_dir)
+    assert bool(marks) == marked
+    if marked:
+        assert marks[(config.config_id, 42, 1)]["val_qwk"] == 0.25
+        assert marks[(config.config_id, 42, 1)]["params"] == params
