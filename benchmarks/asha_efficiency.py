@@ -1,99 +1,158 @@
-"""The same synthetic fusion sweep with and without ASHA: epochs spent and the winner found.
+"""Early stopping against the full run: epochs spent and whether the right winner survives.
 
-    python benchmarks/asha_efficiency.py [--configs 12] [--folds 1] [--patients 80]
+    python benchmarks/asha_efficiency.py [--configs 16] [--folds 3] [--seeds 0 1 2]
+                                         [--patients 90] [--workers 4] [--jobs 2]
 
-Trials run inline (no Train worker start-up) on a private local Ray. Prints the epochs (progress
-steps) each sweep spent, their ratio (goal: ASHA at most 40 %), and whether ASHA's best config is
-within 0.01 QWK of the best config of the full run, judged on the full run's folds.
+For each search seed, `--configs` configs are drawn from a space of fusion and stage settings
+(the branch and the forest are fixed, so every config shares them through the artifact cache)
+and every config runs every fold to the end with `run_fold` (the full run), recording the fused
+QWK after each fusion epoch. Each scheduler then replays those curves (`sweep.replay`: the real
+scheduler objects, `--workers` trials at a time in the sweep's trial order), and the benchmark
+prints per seed: fusion epochs used as a share of the full run's, the regret (full-run mean QWK of
+the full run's best config minus that of the scheduler's pick, the best of the configs it
+completed), whether the pick is in the full run's top 3, the Spearman agreement between the
+scheduler's leaderboard (means over the folds it finished) and the full run's, and the share of
+its ranked configs that are complete. Goals for fold-asha: at most 40 % of the epochs, mean
+regret at most 0.01, the pick in the top 3 for every seed, every ranked config complete.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import ray
+import numpy as np
+from ray.tune.schedulers import ASHAScheduler
+from scipy.stats import spearmanr
 
+from dfu_train.cache import ArtifactCache
+from dfu_train.config import TrialConfig
+from dfu_train.data.cohort import load_cohort
 from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
-from dfu_train.results import store
-from dfu_train.sweep.launch import run_sweep
-from dfu_train.sweep.plan import plan_sweep
-from dfu_train.results.leaderboard import build_leaderboard
-from dfu_train.sweep.local_ray import start_local_ray
-from dfu_train.sweep.space import parse_sweep
+from dfu_train.sweep.fold_asha import FoldAwareASHA
+from dfu_train.sweep.replay import replay
+from dfu_train.sweep.space import expand_configs, parse_sweep
+from dfu_train.training.fold import run_fold
+from dfu_train.training.schedule import fusion_length
+
+GRACE, REDUCTION = 2, 3
+FIXED = {"modalities": ["metadata", "thermal_map"], "forest.n_estimators": 60,
+         "forest.inner_folds": 3, "image.size": 16, "thermal_map.pretrain_epochs": 8,
+         "stage1.epochs": 16, "stage2.epochs": 4, "optim.early_stop_patience": 6,
+         "optim.checkpoint_every": 100}
+SPACE = {"fusion.head": {"choice": ["residual", "feature_concat", "prob_concat", "gated"]},
+         "fusion.hidden": {"choice": [[], [32]]},
+         "fusion.dropout": {"uniform": [0.0, 0.5]},
+         "stage1.lr": {"loguniform": [3e-5, 3e-3]},
+         "stage2.lr": {"loguniform": [1e-5, 3e-4]},
+         "loss.label_smoothing": {"uniform": [0.0, 0.15]}}
+
+_STATE: dict = {}
 
 
-def sweep_file(name: str, asha: bool, configs: int, folds: int) -> dict:
-    return {
-        "name": name, "cv": {"n_folds": 5, "run_folds": list(range(folds))},
-        "search": {"algorithm": "random", "num_samples": configs, "seed": 0},
-        "scheduler": {"type": "asha" if asha else "none", "grace_period": 4,
-                      "reduction_factor": 3},
-        "resources": {"cpus_per_trial": 1, "use_train": False},
-        "cache": {"enabled": False},  # the two sweeps must not reuse each other's work
-        "fixed": {"modalities": ["metadata", "thermal_map"], "forest.n_estimators": 60,
-                  "forest.inner_folds": 3, "image.size": 16, "thermal_map.pretrain_epochs": 12,
-                  "stage1.epochs": 12, "stage2.epochs": 0, "optim.early_stop_patience": 100,
-                  "optim.checkpoint_every": 6},
-        "space": {"thermal_map.pretrain_lr": {"loguniform": [1e-6, 1e-2]},
-                  "stage1.lr": {"loguniform": [1e-6, 1e-2]},
-                  "fusion.head": {"choice": ["residual", "feature_concat", "prob_concat"]},
-                  "thermal_map.dropout": {"uniform": [0.0, 0.6]}},
-    }
+def _start(root: str, cache_root: str) -> None:
+    _STATE.update(cohort=load_cohort(root), cache=ArtifactCache(cache_root))
 
 
-def epochs_spent(sweep_dir: Path) -> int:
-    """The last `progress` each trial reported, summed: the schedule steps the sweep ran."""
-    total = 0
-    for result_file in (sweep_dir / store.TUNE_DIR).glob("*/result.json"):
-        lines = [line for line in result_file.read_text().splitlines() if line.strip()]
-        if lines:
-            total += int(json.loads(lines[-1]).get("progress", 0))
-    return total
+def _full_fold(task: tuple[dict, int]) -> tuple[list[float], float]:
+    """One (config, fold) run to the end: its fused QWK per fusion epoch and its final QWK."""
+    config, fold = TrialConfig.from_dict(task[0]), task[1]
+    curve: list[float] = []
+
+    def report(metrics: dict, _checkpoint) -> None:
+        if metrics.get("stage") in ("stage1", "stage2") and not metrics.get("final"):
+            curve.append(metrics["fused_qwk"])
+
+    result = run_fold(config, _STATE["cohort"], fold, report=report, cache=_STATE["cache"])
+    return curve or [result.qwk], result.qwk
+
+
+def judge(ran: dict, curves: dict, fold_qwk: dict, full: dict[str, float], folds: int) -> dict:
+    """What a scheduler's replay gives a user: its leaderboard (means over the folds it ran to
+    the end), its pick, and how they compare with the full run."""
+    finished: dict[str, list[float]] = {}
+    for key, epochs in ran.items():
+        if epochs >= len(curves[key]):
+            finished.setdefault(key[0], []).append(fold_qwk[key])
+    board = {c: statistics.fmean(q) for c, q in finished.items()}
+    complete = [c for c, q in finished.items() if len(q) == folds]
+    pick = max(complete or board, key=board.get)
+    ranking = sorted(full, key=full.get, reverse=True)
+    shared = sorted(board)
+    rho = spearmanr([board[c] for c in shared], [full[c] for c in shared]).statistic \
+        if len(shared) > 2 else float("nan")
+    return {"epochs": sum(ran.values()), "regret": full[ranking[0]] - full[pick],
+            "top3": pick in ranking[:3], "spearman": rho,
+            "complete": len(complete) / max(len(board), 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", type=int, default=12)
-    parser.add_argument("--folds", type=int, default=1)
-    parser.add_argument("--patients", type=int, default=80)
+    parser.add_argument("--configs", type=int, default=16)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--patients", type=int, default=90)
+    parser.add_argument("--workers", type=int, default=4, help="trials at a time in the replay")
+    parser.add_argument("--jobs", type=int, default=2, help="processes for the full run")
     args = parser.parse_args()
+    schedulers = {
+        "fold-asha": lambda horizon: FoldAwareASHA(max_t=horizon + 1, grace_period=GRACE,
+                                                   reduction_factor=REDUCTION),
+        "asha": lambda horizon: ASHAScheduler(time_attr="fusion_epochs", metric="fused_qwk",
+                                              mode="max", max_t=horizon + 1,
+                                              grace_period=GRACE, reduction_factor=REDUCTION),
+    }
+    rows: dict[str, list[dict]] = {name: [] for name in schedulers}
+    fold_qwk: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_synthetic_cohort(Path(tmp) / "cohort", SynthSpec(patients=args.patients))
-        start_local_ray(os.cpu_count() or 2, log_to_driver=False)
-        try:
-            boards, spent, seconds = {}, {}, {}
-            for asha in (False, True):
-                name = "asha" if asha else "full"
-                spec = parse_sweep(sweep_file(name, asha, args.configs, args.folds))
+        root = write_synthetic_cohort(Path(tmp) / "cohort", SynthSpec(
+            patients=args.patients, seed=3, image_signal=1.5))
+        with ProcessPoolExecutor(args.jobs, initializer=_start,
+                                 initargs=(str(root), str(Path(tmp) / "cache"))) as pool:
+            for seed in args.seeds:
+                spec = parse_sweep({"name": "bench", "cv": {"n_folds": 5},
+                                    "search": {"algorithm": "random",
+                                               "num_samples": args.configs, "seed": seed},
+                                    "fixed": FIXED, "space": SPACE})
+                configs = [config for config, _ in expand_configs(spec)]
+                tasks = [(c.to_dict(), fold) for c in configs for fold in range(args.folds)]
                 started = time.perf_counter()
-                sweep_dir = run_sweep(plan_sweep(spec, data_root=root, storage=Path(tmp)),
-                                      on_event=lambda line: None)
-                seconds[name] = time.perf_counter() - started
-                spent[name] = epochs_spent(sweep_dir)
-                boards[name] = build_leaderboard(sweep_dir)
-        finally:
-            ray.shutdown()
-    full, asha = boards["full"], boards["asha"]
-    full_best = full.iloc[0]
-    # ASHA judges each (config, fold) trial alone, so a config may keep some folds only: its
-    # pick is the best mean over the folds that finished
-    asha_best = asha[asha["qwk_mean"].notna()].sort_values("qwk_mean", ascending=False).iloc[0]
-    asha_pick = full[full["config_id"] == asha_best["config_id"]].iloc[0]
-    gap = full_best["qwk_mean"] - asha_pick["qwk_mean"]
-    print(f"{args.configs} configs x {args.folds} folds on {args.patients} patients")
-    print(f"  without ASHA: {spent['full']} epochs, {seconds['full']:.0f} s; best "
-          f"{full_best['config_id']} QWK {full_best['qwk_mean']:.3f}")
-    print(f"  with ASHA:    {spent['asha']} epochs, {seconds['asha']:.0f} s; "
-          f"{int(asha['pruned'].sum())} trials pruned; best {asha_best['config_id']} "
-          f"(QWK {asha_pick['qwk_mean']:.3f} in the full run)")
-    print(f"  compute ratio {spent['asha'] / max(spent['full'], 1):.0%} of the epochs (goal <= 40 %); "
-          f"ASHA's best within 0.01 QWK of the full run's best: {'yes' if gap <= 0.01 else 'no'} "
-          f"(gap {gap:.3f})")
+                outcomes = list(pool.map(_full_fold, tasks))
+                seconds = time.perf_counter() - started
+                curves = {}
+                for (config, fold), (curve, qwk) in zip(
+                        [(c, f) for c in configs for f in range(args.folds)], outcomes):
+                    key = (config.config_id, 42, fold)
+                    curves[key], fold_qwk[key] = curve, qwk
+                full = {c.config_id: statistics.fmean(fold_qwk[(c.config_id, 42, f)]
+                                                      for f in range(args.folds))
+                        for c in configs}
+                horizon = max(fusion_length(c) for c in configs)
+                total = sum(len(curve) for curve in curves.values())
+                print(f"seed {seed}: {len(configs)} configs x {args.folds} folds, full run "
+                      f"{total} fusion epochs in {seconds:.0f} s; best "
+                      f"{max(full.values()):.3f}, spread {max(full.values()) - min(full.values()):.3f}")
+                for name, make in schedulers.items():
+                    ran = replay(make(horizon), curves, workers=args.workers)
+                    row = judge(ran, curves, fold_qwk, full, args.folds)
+                    row["share"] = row["epochs"] / total
+                    rows[name].append(row)
+                    print(f"  {name:9} {row['share']:5.0%} of the epochs, regret "
+                          f"{row['regret']:.3f}, pick in top 3: {'yes' if row['top3'] else 'no'}, "
+                          f"Spearman {row['spearman']:.2f}, ranked complete "
+                          f"{row['complete']:.0%}")
+    print("mean over seeds (goals for fold-asha: <= 40 %, regret <= 0.01, top 3 every seed, "
+          "100 % complete)")
+    for name, seed_rows in rows.items():
+        print(f"  {name:9} {np.mean([r['share'] for r in seed_rows]):5.0%} of the epochs, regret "
+              f"{np.mean([r['regret'] for r in seed_rows]):.3f}, top 3 in "
+              f"{sum(r['top3'] for r in seed_rows)}/{len(seed_rows)} seeds, Spearman "
+              f"{np.nanmean([r['spearman'] for r in seed_rows]):.2f}, ranked complete "
+              f"{np.mean([r['complete'] for r in seed_rows]):.0%}")
 
 
 if __name__ == "__main__":

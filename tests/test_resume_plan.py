@@ -138,3 +138,22 @@ def test_the_scheduler_marks_the_trials_it_stops_early(synthetic_root, tmp_path,
     if marked:
         assert marks[(config.config_id, 42, 1)]["val_qwk"] == 0.25
         assert marks[(config.config_id, 42, 1)]["params"] == params
+
+
+def test_a_config_stopped_on_every_fold_stays_stopped_after_a_resume(synthetic_root, tmp_path,
+                                                                     cohort):
+    """fold-asha stopped config 0 after its fold 0 ran (fold 1 never started): the resume runs
+    neither fold of it, and status counts both as pruned rather than pending."""
+    from dfu_train.results.leaderboard import sweep_status
+
+    plan, record = _planned(GRID, synthetic_root, tmp_path, cohort)
+    (c0, p0), (c1, p1), _ = plan.configs
+    store.write_pruned(plan.sweep_dir, {"config_id": c0.config_id, "fold_seed": 42, "fold": 0,
+                                        "experiment": "tune", "progress": 3, "val_qwk": 0.1,
+                                        "params": p0, "scope": "config"})
+    store.write_fold_result(plan.sweep_dir, record(c1, p1, 0, 0.5))
+    session = plan_session(plan)
+    assert [(plan.configs[i][0].config_id, fold) for i, fold in session.pairs] == [
+        (c1.config_id, 1), (plan.configs[2][0].config_id, 0), (plan.configs[2][0].config_id, 1)]
+    counts = sweep_status(plan.sweep_dir)["trials"]
+    assert (counts["pruned"], counts["finished"], counts["pending"]) == (2, 1, 3)

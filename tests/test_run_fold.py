@@ -59,3 +59,31 @@ def test_a_fusion_fold_is_reproducible_on_cpu(cohort):
     assert first.metrics == second.metrics and first.val_samples == second.val_samples
     assert first.versions["git_revision"] and first.versions["torch"] != "absent"
     assert first.cohort_fingerprint == cohort.fingerprint and len(first.fold_fingerprint) == 16
+
+
+def test_early_stopping_sees_the_fused_result_counted_in_fusion_epochs(cohort, tmp_path):
+    """`fused_qwk` at `fusion_epochs`: the forest's during pretraining (no fusion epoch counted,
+    a reused branch alike), the best fusion epoch so far in the fusion stages, and the restored
+    result at the end."""
+    from dfu_train.cache import ArtifactCache
+
+    def reports_of(cache) -> list[dict]:
+        reports = []
+        run_fold(FUSION, cohort, 0, report=lambda m, c: reports.append(m), cache=cache)
+        return reports
+
+    cache = ArtifactCache(tmp_path / "cache")
+    fresh, reused = reports_of(cache), reports_of(cache)
+    for reports in (fresh, reused):
+        before = [m for m in reports if m["stage"] in ("forest", "pretrain:thermal_map")]
+        fusion = [m for m in reports if m["stage"] in ("stage1", "stage2")]
+        assert all(m["fusion_epochs"] == 0 and m["fused_qwk"] == m["meta_qwk"] for m in before)
+        assert [m["fusion_epochs"] for m in fusion] == list(range(1, len(fusion) + 1))
+        best = np.maximum.accumulate([m["val_qwk"] for m in fusion if m["stage"] == "stage1"])
+        assert [m["fused_qwk"] for m in fusion if m["stage"] == "stage1"] == list(best)
+        assert all(b["fused_qwk"] >= a["fused_qwk"] for a, b in zip(fusion, fusion[1:]))
+        final = reports[-1]
+        assert final["final"] == 1 and final["fused_qwk"] == final["val_qwk"]
+    assert sum(m["stage"] == "pretrain:thermal_map" for m in reused) == 1  # one step, no rung
+    assert [m["fused_qwk"] for m in fresh if m["stage"] == "stage1"] == [
+        m["fused_qwk"] for m in reused if m["stage"] == "stage1"]  # the same rungs, alike

@@ -57,29 +57,39 @@ def _wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_asha_prunes_weak_trials_and_the_leaderboard_marks_them(local_ray, tmp_path,
-                                                               synthetic_root):
+def test_fold_asha_stops_weak_configs_on_every_fold_and_the_leaderboard_marks_them(
+        local_ray, tmp_path, synthetic_root):
+    """On the real Tune path: a config whose fusion stage cannot learn is stopped on both folds
+    (the running one at its next report, the one not yet started before it starts), and each
+    config ends finished on both folds or pruned on both."""
     spec = parse_sweep({
-        "name": "asha", "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "grid"},
-        "scheduler": {"type": "asha", "grace_period": 3, "reduction_factor": 2},
+        "name": "folds", "cv": {"n_folds": 3, "run_folds": [0, 1]},
+        "search": {"algorithm": "grid"},
+        "scheduler": {"type": "fold-asha", "grace_period": 1, "reduction_factor": 2},
         "resources": {"cpus_per_trial": 1, "use_train": False, "max_concurrent": 1},
         "fixed": TINY_FUSION,
-        # a learning rate that cannot learn follows each one that can: ASHA should stop it
-        "space": {"seed": {"grid": [0, 1]}, "thermal_map.pretrain_lr": {"grid": [3e-3, 1e-9]},
-                  "stage1.lr": {"grid": [3e-3, 1e-9]}},
+        # a learning rate that cannot learn follows each one that can: fold-asha should stop it
+        "space": {"seed": {"grid": [0, 1]}, "stage1.lr": {"grid": [3e-3, 1e-9]}},
     })
     plan = plan_sweep(spec, data_root=synthetic_root, storage=tmp_path)
-    assert plan.schedule_length == 1 + 4 + 4
+    assert plan.fusion_length == 4
     sweep_dir = run_sweep(plan, on_event=lambda line: None)
     states = store.read_trial_states(sweep_dir)
-    assert len(states) == 8
-    pruned = [s for s in states if s["status"] == "pruned"]
-    assert pruned and all(s["status"] in ("finished", "pruned") for s in states)
-    board = build_leaderboard(sweep_dir)
-    assert board["pruned"].sum() == len(pruned)
-    for _, row in board.iterrows():
-        assert row["folds_done"] + row["pruned"] == 1
-    assert not store.read_fold_result(sweep_dir, pruned[0]["config_id"], 42, 0)
+    assert len(states) == 8 and all(s["status"] in ("finished", "pruned") for s in states)
+    by_config: dict[str, set[str]] = {}
+    for state in states:
+        by_config.setdefault(state["config_id"], set()).add(state["status"])
+    assert all(len(statuses) == 1 for statuses in by_config.values()), by_config
+    stopped = {c for c, statuses in by_config.items() if statuses == {"pruned"}}
+    assert stopped
+    marks = store.read_pruned(sweep_dir)
+    assert {key[0] for key in marks} == stopped and len(marks) == 2 * len(stopped)
+    assert all(mark["scope"] == "config" for mark in marks.values())
+    board = build_leaderboard(sweep_dir).set_index("config_id")
+    for config_id, row in board.iterrows():
+        assert (row["folds_done"], row["pruned"]) == ((0, 2) if config_id in stopped else (2, 0))
+        if config_id in stopped:
+            assert row["params"]["stage1.lr"] == 1e-9
 
 
 KILLED_SWEEP = {

@@ -126,12 +126,14 @@ def test_search_algorithms_and_schedulers_come_from_their_registries():
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from dfu_train.sweep.fold_asha import FoldAwareASHA
     from dfu_train.sweep.search import SCHEDULERS, SEARCHERS
 
     with pytest.raises(ConfigError, match=r"unknown search algorithm 'optna'.*did you mean "
                                           r"'optuna'.*choose from random, grid, optuna-tpe"):
         parse_sweep({"search": {"algorithm": "optna"}})
-    with pytest.raises(ConfigError, match=r"unknown scheduler 'hyperband'.*choose from none, asha"):
+    with pytest.raises(ConfigError, match=r"unknown scheduler 'hyperband'.*choose from "
+                                          r"fold-asha, none, asha"):
         parse_sweep({"scheduler": {"type": "hyperband"}})
     space = {"forest.n_estimators": {"choice": [10, 20]}}
     for name in ("optuna", "optuna-tpe"):
@@ -142,6 +144,10 @@ def test_search_algorithms_and_schedulers_come_from_their_registries():
         with pytest.raises(ConfigError, match=f"search.algorithm {name} proposes one config"):
             parse_sweep({"search": {"algorithm": name}, "space": space})
     assert not any(SEARCHERS[n].proposes for n in ("grid", "random"))
-    built = {name: parse_sweep({"scheduler": {"type": name}}).scheduler.build(20)
+    built = {name: parse_sweep({"scheduler": {"type": name}}).scheduler.build(20, 10)
              for name in SCHEDULERS}
-    assert isinstance(built["asha"], ASHAScheduler) and isinstance(built["none"], FIFOScheduler)
+    assert isinstance(built["asha"], ASHAScheduler) and type(built["none"]) is FIFOScheduler
+    assert isinstance(built["fold-asha"], FoldAwareASHA) and built["fold-asha"].rungs == [1, 2, 4, 8]
+    assert parse_sweep({}).scheduler.type == "fold-asha"  # the default
+    # no fusion stage (metadata only): nothing for fold-asha to judge
+    assert type(parse_sweep({}).scheduler.build(1, 0)) is FIFOScheduler

@@ -8,7 +8,7 @@ sweep (its cohort, its fold assignment, its planned configs) is decided in `stor
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -74,6 +74,7 @@ class PrunedMark(_Shape):
     val_qwk: float | None = Fraction
     params: dict[str, Any] = {}
     trial_id: str = ""
+    scope: Literal["trial", "config"] = "trial"  # config: every fold of the config stopped
 
 
 class CvSection(_Shape):

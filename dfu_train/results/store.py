@@ -389,6 +389,7 @@ def read_trial_states(sweep_dir: Location | Path, records: list[dict] | None = N
         records = read_fold_results(sweep_dir, seen, manifest=manifest)
     finished = {_key(r): r for r in records}
     pruned = read_pruned(sweep_dir, seen)
+    stopped = stopped_configs(pruned)
     trials = []
     for name in experiment_names(manifest):
         if experiment is not None and name != experiment:
@@ -396,19 +397,27 @@ def read_trial_states(sweep_dir: Location | Path, records: list[dict] | None = N
         runs = _tune_runs(sweep_dir / name, seen)
         keys = experiment_keys(manifest, name)
         if keys is None:
-            trials += _proposed_trials(name, runs, finished, pruned, manifest)
+            trials += _proposed_trials(name, runs, finished, pruned, stopped, manifest)
             continue
         latest = {t["key"]: t for t in (runs[-1] if runs else [])}
         for key in keys:
-            trials.append(_trial_state(name, key, latest.get(key, {}), finished, pruned))
+            trials.append(_trial_state(name, key, latest.get(key, {}), finished, pruned,
+                                       stopped))
     return trials
 
 
-def _trial_state(experiment: str, key: Key, run: dict, finished: dict, pruned: dict) -> dict:
+def stopped_configs(pruned: dict[Key, dict]) -> set[tuple[str, str]]:
+    """(experiment, config_id) of the configs a scheduler stopped on every fold (fold-asha): a
+    fold of theirs without a mark of its own was never started, and never will be."""
+    return {(m["experiment"], m["config_id"]) for m in pruned.values() if m["scope"] == "config"}
+
+
+def _trial_state(experiment: str, key: Key, run: dict, finished: dict, pruned: dict,
+                 stopped: set[tuple[str, str]]) -> dict:
     if key in finished:
         status, trial_id = "finished", finished[key].get("trial_id")
-    elif key in pruned:
-        status, trial_id = "pruned", pruned[key]["trial_id"]
+    elif key in pruned or (experiment, key[0]) in stopped:
+        status, trial_id = "pruned", pruned.get(key, run).get("trial_id")
     else:  # a trial Tune ended without a record or a mark lost its record: it runs again
         status = run.get("status", "pending").replace("ended", "pending")
         trial_id = run.get("trial_id")
@@ -418,7 +427,7 @@ def _trial_state(experiment: str, key: Key, run: dict, finished: dict, pruned: d
 
 
 def _proposed_trials(experiment: str, runs: list[list[dict]], finished: dict, pruned: dict,
-                     manifest: dict) -> list[dict]:
+                     stopped: set[tuple[str, str]], manifest: dict) -> list[dict]:
     """One entry per trial a search algorithm proposed: a search may propose a config twice,
     and each proposal counts towards `num_samples`. Earlier runs count the trials that ended in
     them (the others ran again later); configs recorded without a readable Tune state still
@@ -427,11 +436,11 @@ def _proposed_trials(experiment: str, runs: list[list[dict]], finished: dict, pr
     chosen += runs[-1] if runs else []
     seen_keys = {t["key"] for t in chosen}
     screening = screening_folds(manifest)
-    trials = [_trial_state(experiment, t["key"], t, finished, pruned) for t in chosen]
+    trials = [_trial_state(experiment, t["key"], t, finished, pruned, stopped) for t in chosen]
     for key in [*finished, *(k for k, m in pruned.items() if m["experiment"] == experiment)]:
         if key not in seen_keys and key[1:] in screening:
             seen_keys.add(key)
-            trials.append(_trial_state(experiment, key, {}, finished, pruned))
+            trials.append(_trial_state(experiment, key, {}, finished, pruned, stopped))
     return trials
 
 

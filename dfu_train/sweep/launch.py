@@ -3,6 +3,7 @@ scheduler + storage. Each piece is made by a small factory; the planning is in `
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -165,7 +166,8 @@ def _fit(plan: SweepPlan, *, on_event, trial_lines: bool, trackers) -> None:
             metric="val_qwk", mode="max",
             num_samples=session.samples if plan.proposes else 1,
             search_alg=create_search(plan, session), max_concurrent_trials=concurrency,
-            scheduler=_recording_prunes(plan.spec.scheduler.build(plan.schedule_length), plan),
+            scheduler=_recording_prunes(
+                plan.spec.scheduler.build(plan.schedule_length, plan.fusion_length), plan),
             trial_dirname_creator=_trial_dirname,
             # Inline trials run in the same kind of actor: reusing it saves a process start
             # and the imports per trial. A Train trial's actor owns a TorchTrainer, and
@@ -188,25 +190,35 @@ def _fit(plan: SweepPlan, *, on_event, trial_lines: bool, trackers) -> None:
 
 def _recording_prunes(scheduler, plan: SweepPlan):
     """The scheduler, marking each trial it stops early in the sweep folder (`store.write_pruned`)
-    so that a resumed sweep does not run it again."""
+    so that a resumed sweep does not run it again. A scheduler that stops whole configs (fold-asha)
+    tells of every trial it stops, started or not; any other is watched for STOP decisions."""
     from ray.tune.schedulers import TrialScheduler
 
+    if hasattr(scheduler, "on_stop"):
+        scheduler.on_stop = functools.partial(_mark_pruned, plan, scope="config")
+        return scheduler
     decide = scheduler.on_trial_result
 
     def on_trial_result(controller, trial, result):
         decision = decide(controller, trial, result)
         if decision == TrialScheduler.STOP and not result.get("final"):
-            config_id, fold_seed, fold = store.trial_key(trial.config)
-            params = (trial.config["trial"]["params"] if "trial" in trial.config
-                      else trial.config.get("params", {}))
-            store.write_pruned(plan.sweep_dir, {
-                "config_id": config_id, "fold_seed": fold_seed, "fold": fold,
-                "experiment": plan.experiment, "progress": int(result.get("progress", 0)),
-                "val_qwk": result.get("val_qwk"), "params": params, "trial_id": trial.trial_id})
+            _mark_pruned(plan, trial, result, scope="trial")
         return decision
 
     scheduler.on_trial_result = on_trial_result
     return scheduler
+
+
+def _mark_pruned(plan: SweepPlan, trial, result: dict | None, *, scope: str) -> None:
+    config_id, fold_seed, fold = store.trial_key(trial.config)
+    params = (trial.config["trial"]["params"] if "trial" in trial.config
+              else trial.config.get("params", {}))
+    result = result or {}
+    store.write_pruned(plan.sweep_dir, {
+        "config_id": config_id, "fold_seed": fold_seed, "fold": fold,
+        "experiment": plan.experiment, "progress": int(result.get("progress", 0)),
+        "val_qwk": result.get("fused_qwk", result.get("val_qwk")), "params": params,
+        "trial_id": trial.trial_id, "scope": scope})
 
 
 def create_trainable(spec: SweepSpec):
@@ -238,6 +250,7 @@ def _param_space(plan: SweepPlan, session: Session) -> dict:
         "cache": {"root": plan.cache_root, "enabled": plan.spec.cache.enabled},
         "resume_from": session.checkpoints,
         "cohort_fingerprint": plan.cohort.fingerprint,
+        "experiment": plan.experiment,
     }
     if plan.proposes:
         return {"settings": settings, "fold": plan.folds[0], "params": search_domains(plan.spec)}

@@ -24,7 +24,7 @@ from dfu_train.errors import ConfigError, DataError
 from dfu_train.location import Location
 from dfu_train.results import store
 from dfu_train.sweep.space import SweepSpec, expand_configs, longest_values, parse_sweep
-from dfu_train.training.schedule import schedule_length
+from dfu_train.training.schedule import fusion_length, schedule_length
 
 DEFAULT_DATA_ROOT = "results/demo-data"
 
@@ -65,10 +65,19 @@ class SweepPlan:
     @property
     def schedule_length(self) -> int:
         """The longest trial in `progress` steps: ASHA's horizon."""
+        return max(schedule_length(config) for config in self._longest_configs())
+
+    @property
+    def fusion_length(self) -> int:
+        """The longest trial's fusion stages in epochs: fold-asha's horizon."""
+        return max(fusion_length(config) for config in self._longest_configs())
+
+    def _longest_configs(self) -> list[TrialConfig]:
+        """The configs, with the longest epochs a search may yet propose when it proposes."""
         if self.proposes:
             longest = longest_values(self.spec)
-            return max(schedule_length(c.override(longest)) for c, _ in self.configs)
-        return max(schedule_length(config) for config, _ in self.configs)
+            return [c.override(longest) for c, _ in self.configs]
+        return [config for config, _ in self.configs]
 
     @property
     def cache_root(self) -> str:

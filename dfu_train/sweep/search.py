@@ -63,19 +63,32 @@ SEARCHERS = MappingProxyType({
 
 @dataclass(frozen=True)
 class Scheduler:
-    """A trial scheduler; `build(section, schedule_length)` makes Ray's."""
+    """A trial scheduler; `build(section, schedule_length, fusion_length)` makes Ray's for trials
+    of at most that many `progress` steps, of which at most `fusion_length` fusion epochs."""
 
     description: str
-    build: Callable[[Any, int], Any]
+    build: Callable[[Any, int, int], Any]
 
 
-def _fifo(section, schedule_length: int):
+def _fifo(section, schedule_length: int, fusion_length: int):
     from ray.tune.schedulers import FIFOScheduler
 
     return FIFOScheduler()
 
 
-def _asha(section, schedule_length: int):
+def _fold_asha(section, schedule_length: int, fusion_length: int):
+    """Config-level, fold-aware ASHA on the fused QWK over fusion epochs (`fold_asha`). As with
+    ASHA, `max_t` lies one step past the longest fusion schedule: a trial ends by itself."""
+    from dfu_train.sweep.fold_asha import FoldAwareASHA
+
+    if fusion_length < 1:
+        return _fifo(section, schedule_length, fusion_length)  # no fusion stage to judge
+    return FoldAwareASHA(max_t=fusion_length + 1, grace_period=min(section.grace_period,
+                                                                   fusion_length),
+                         reduction_factor=section.reduction_factor)
+
+
+def _asha(section, schedule_length: int, fusion_length: int):
     """ASHA on the monotonic `progress` counter (`training_iteration` resets on restore).
 
     `max_t` lies one step past the full schedule: a trial that completes its schedule ends by
@@ -84,8 +97,8 @@ def _asha(section, schedule_length: int):
     """
     from ray.tune.schedulers import ASHAScheduler
 
-    if schedule_length <= 1:
-        return _fifo(section, schedule_length)  # a single report leaves nothing to stop early
+    if schedule_length <= 1:  # a single report leaves nothing to stop early
+        return _fifo(section, schedule_length, fusion_length)
     max_t = schedule_length + 1
     return ASHAScheduler(time_attr="progress", max_t=max_t,
                          grace_period=min(section.grace_period, max_t - 1),
@@ -93,8 +106,12 @@ def _asha(section, schedule_length: int):
 
 
 SCHEDULERS = MappingProxyType({
+    "fold-asha": Scheduler("ASHA over configs on the fused QWK per fusion epoch: each fold's "
+                           "result is judged against other configs on the same fold, and a "
+                           "config that trails stops on every fold at once", _fold_asha),
     "none": Scheduler("every trial runs its whole schedule (FIFO)", _fifo),
-    "asha": Scheduler("ASHA on `progress`: stops trials that trail at each rung", _asha),
+    "asha": Scheduler("plain ASHA on `progress` over trials, whatever their fold (for "
+                      "reference: it stops hard folds rather than weak configs)", _asha),
 })
 
 

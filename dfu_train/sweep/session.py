@@ -45,13 +45,16 @@ def plan_session(plan) -> Session:
         return _proposing_session(plan, manifest, folders)
     ended = {(r["config_id"], r["fold_seed"], r["fold"])
              for r in store.read_fold_results(plan.sweep_dir, manifest=manifest)}
-    ended |= set(store.read_pruned(plan.sweep_dir))
+    pruned = store.read_pruned(plan.sweep_dir)
+    ended |= set(pruned)
+    stopped = {config_id for experiment, config_id in store.stopped_configs(pruned)
+               if experiment == plan.experiment}  # a scheduler's decision stays made
     ids = plan.recorded_ids or tuple(c.config_id for c, _ in plan.configs)
     pairs, todo = [], []
     for index, (config_id, (config, _)) in enumerate(zip(ids, plan.configs)):
         for fold in plan.folds:
             key = (config_id, config.cv.seed, fold)
-            if key not in ended:
+            if key not in ended and config_id not in stopped:
                 pairs.append((index, fold))
                 todo.append(key)
     return Session(pairs=tuple(pairs), checkpoints=_checkpoints(plan.sweep_dir, todo, folders),

@@ -83,18 +83,21 @@ class SearchSection(_Section):
 
 
 class SchedulerSection(_Section):
-    type: str = Field("asha", description=", ".join(SCHEDULERS))
-    grace_period: int = Field(1, ge=1, description="progress steps before ASHA may stop a trial")
-    reduction_factor: float = Field(2.0, gt=1, description="1/this of the trials go on per rung")
+    type: str = Field("fold-asha", description=", ".join(SCHEDULERS))
+    grace_period: int = Field(1, ge=1, description="the first rung: fusion epochs (fold-asha) "
+                                                   "or progress steps (asha)")
+    reduction_factor: float = Field(2.0, gt=1, description="1/this of the configs (fold-asha) "
+                                                           "or trials (asha) go on per rung")
 
     @field_validator("type")
     @classmethod
     def _known_scheduler(cls, value):
         return registered(value, SCHEDULERS, "scheduler")
 
-    def build(self, schedule_length: int):
-        """Ray's scheduler for trials of at most `schedule_length` progress steps."""
-        return SCHEDULERS[self.type].build(self, schedule_length)
+    def build(self, schedule_length: int, fusion_length: int):
+        """Ray's scheduler for trials of at most `schedule_length` progress steps, of which at
+        most `fusion_length` fusion epochs."""
+        return SCHEDULERS[self.type].build(self, schedule_length, fusion_length)
 
 
 class ResourcesSection(_Section):

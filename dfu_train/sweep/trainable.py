@@ -40,6 +40,19 @@ def _recorded(tune_config: dict) -> dict | None:
                                   config_id, seed, fold)
 
 
+def _config_stopped(tune_config: dict) -> bool:
+    """Whether the scheduler stopped this trial's config on another fold (fold-asha): the trial
+    then ends at once, before any work, with an empty report the scheduler answers with STOP."""
+    settings = tune_config["settings"]
+    config_id = store.trial_key(tune_config)[0]
+    marks = store.read_pruned(Location(settings["sweep_dir"]))
+    if (settings.get("experiment", store.TUNE_DIR), config_id) not in store.stopped_configs(marks):
+        return False
+    tune.report({"stage": "stopped", "progress": 0, "fusion_epochs": 0, "val_qwk": None,
+                 "fused_qwk": None})
+    return True
+
+
 def _report_recorded(record: dict) -> None:
     tune.report({"stage": "recorded", **final_report(
         record["metrics"], meta_qwk=record["meta_qwk"], fusion_gain=record["fusion_gain"],
@@ -52,6 +65,8 @@ def fold_trainable(tune_config: dict) -> None:
     done = _recorded(tune_config)
     if done is not None:
         _report_recorded(done)
+        return
+    if _config_stopped(tune_config):
         return
     settings = tune_config["settings"]
     trial_id = tune.get_context().get_trial_id()
@@ -96,6 +111,8 @@ def inline_fold_trainable(tune_config: dict) -> None:
     done = _recorded(tune_config)
     if done is not None:
         _report_recorded(done)
+        return
+    if _config_stopped(tune_config):
         return
     _run_and_record(tune_config, trial_id=tune.get_context().get_trial_id(),
                     trial_started=time.time(), report=_report_to_tune,

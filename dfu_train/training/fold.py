@@ -73,7 +73,7 @@ def final_report(metrics: dict, *, meta_qwk: float | None, fusion_gain: float | 
     """The fold's last report: its recorded final metrics (the restored best, not the last
     epoch), so progress lines, the scheduler's last look and trackers show what was recorded."""
     finals = {f"final_{name}": value for name, value in metrics.items() if value is not None}
-    return {"progress": progress, "final": 1, "val_qwk": metrics["qwk"],
+    return {"progress": progress, "final": 1, "val_qwk": metrics["qwk"], "fused_qwk": metrics["qwk"],
             "meta_qwk": meta_qwk, "fusion_gain": fusion_gain, **finals}
 
 
@@ -138,7 +138,7 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
                                      {}, forest_state) if config.image_modalities else None)
         if resume is None:
             report({"progress": progress, "stage": "forest", "val_qwk": meta_qwk,
-                    "meta_qwk": meta_qwk}, checkpoint)
+                    "meta_qwk": meta_qwk, "fusion_epochs": 0, "fused_qwk": meta_qwk}, checkpoint)
     proba, row_qwk = val_rf, None
     if config.image_modalities:
         model = build_model(config).to(device)

@@ -131,7 +131,8 @@ def fit_epochs(model: nn.Module, *, stage: str, settings: LoopSettings,
             return LoopState(next_epoch, copy.deepcopy(optimizer.state_dict()),
                              copy.deepcopy(plateau.state_dict()), *best)  # best: never mutated
 
-        on_epoch({"stage": stage, "epoch": epoch, "val_qwk": val_qwk, "val_loss": val_loss,
+        on_epoch({"stage": stage, "epoch": epoch, "val_qwk": val_qwk, "best_qwk": best_qwk,
+                  "val_loss": val_loss,
                   "train_loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"],
                   "trainable_params": trainable}, snapshot)
     model.load_state_dict(best_state)

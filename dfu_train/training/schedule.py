@@ -23,6 +23,11 @@ def schedule_length(config: TrialConfig) -> int:
     return sum(length for _, length in schedule(config))
 
 
+def fusion_length(config: TrialConfig) -> int:
+    """The fusion stages' epochs: the horizon of early stopping on the fused QWK (fold-asha)."""
+    return sum(length for name, length in schedule(config) if name in ("stage1", "stage2"))
+
+
 def epoch_seed(seed: int, stage: str, epoch: int) -> int:
     digest = hashlib.sha256(f"{seed}/{stage}/{epoch}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF

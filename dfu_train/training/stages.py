@@ -38,6 +38,7 @@ from dfu_train.training.schedule import epoch_seed, schedule
 
 EVAL_BATCH = 256
 MIXUP_ALPHA = 0.4
+FUSION_STAGES = ("stage1", "stage2")
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,24 @@ class ImageStages:
                                     copy.deepcopy(self.stages), self.forest_state)
         self.report({"stage": name, "epoch": artifact["summary"]["epochs_run"] - 1,
                      "val_qwk": artifact["summary"]["best_qwk"], "progress": progress,
-                     "meta_qwk": self.meta_qwk, "reused": True}, checkpoint)
+                     "meta_qwk": self.meta_qwk, "reused": True,
+                     **self._fused(name, 0, None)}, checkpoint)
+
+    def _fused(self, stage: str, epochs: int, best_qwk: float | None) -> dict:
+        """What early stopping judges (`fused_qwk` at `fusion_epochs`): the fused prediction of
+        the fold so far. Before the fusion stages that is the forest's (pretraining a branch
+        changes no fused output yet, and a reused branch arrives in one step); in them, the best
+        epoch so far, which is what the fold restores. `fusion_epochs` counts fusion epochs
+        actually trained, so a stage that stops by its own patience advances no rung."""
+        fused = stage in FUSION_STAGES
+        done = sum(self.stages[s]["epochs_run"] for s in FUSION_STAGES
+                   if s in self.stages and s != stage)
+        earlier = [self.stages[s]["best_qwk"] for s in FUSION_STAGES
+                   if s in self.stages and s != stage]
+        if not fused:
+            return {"fusion_epochs": done, "fused_qwk": max(earlier, default=self.meta_qwk)}
+        return {"fusion_epochs": done + epochs,
+                "fused_qwk": max([*earlier, best_qwk], key=lambda q: -1.0 if q is None else q)}
 
     @property
     def _amp(self) -> bool:
@@ -226,8 +244,8 @@ class ImageStages:
                     self.recorded_id, self.fold, name, offset + epoch + 1,
                     copy.deepcopy(model.state_dict()), snapshot(), copy.deepcopy(self.stages),
                     self.forest_state)
-            self.report({**metrics, "progress": offset + epoch + 1, "meta_qwk": self.meta_qwk},
-                        checkpoint)
+            self.report({**metrics, "progress": offset + epoch + 1, "meta_qwk": self.meta_qwk,
+                         **self._fused(name, epoch + 1, metrics["best_qwk"])}, checkpoint)
 
         outcome = fit_epochs(target, stage=name, settings=settings, train_batches=batches,
                              evaluate=evaluate, loss_fn=loss, on_epoch=on_epoch,
