@@ -304,7 +304,7 @@ class _ProposedConfigs:
             if self._base is None:
                 self._base = _base_config(self.manifest)
             config = self._base.override(record["params"])
-        except (ConfigError, ValueError, TypeError) as exc:
+        except (ConfigError, ValueError, TypeError, KeyError) as exc:  # pydantic's too
             return f"params that are not of this sweep's space ({str(exc)[:120]})"
         if record["config_id"] not in (config.config_id, config.earlier_config_id):
             return (f"config {record['config_id']} is not the sweep's base config with the "
@@ -319,9 +319,9 @@ def _base_config(manifest: dict) -> TrialConfig:
 
     if "base_config" in manifest:
         return TrialConfig.from_dict(manifest["base_config"])
-    from dfu_train.sweep.space import parse_sweep
+    from dfu_train.sweep.space import SweepSpec  # not parse_sweep: no files are checked here
 
-    return parse_sweep(manifest["spec"], source=MANIFEST).base_config()
+    return SweepSpec.model_validate(manifest["spec"]).base_config()
 
 
 def read_fold_results(sweep_dir: Location | Path, seen: dict[str, Any] | None = None, *,
