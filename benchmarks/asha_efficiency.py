@@ -2,6 +2,7 @@
 
     python benchmarks/asha_efficiency.py [--configs 16] [--folds 3] [--seeds 0 1 2]
                                          [--patients 90] [--workers 4] [--jobs 2]
+                                         [--grace 4] [--reduction 3] [--curves runs.json]
 
 For each search seed, `--configs` configs are drawn from a space of fusion and stage settings
 (the branch and the forest are fixed, so every config shares them through the artifact cache)
@@ -19,6 +20,7 @@ regret at most 0.01, the pick in the top 3 for every seed, every ranked config c
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -39,7 +41,7 @@ from dfu_train.sweep.space import expand_configs, parse_sweep
 from dfu_train.training.fold import run_fold
 from dfu_train.training.schedule import fusion_length
 
-GRACE, REDUCTION = 2, 3
+GRACE, REDUCTION = 4, 3  # the scheduler section's defaults
 FIXED = {"modalities": ["metadata", "thermal_map"], "forest.n_estimators": 60,
          "forest.inner_folds": 3, "image.size": 16, "thermal_map.pretrain_epochs": 8,
          "stage1.epochs": 16, "stage2.epochs": 4, "optim.early_stop_patience": 6,
@@ -99,24 +101,9 @@ def _spearman(configs: list[str], board: dict, full: dict) -> float:
     return float(spearmanr([board[c] for c in configs], [full[c] for c in configs]).statistic)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", type=int, default=16)
-    parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--patients", type=int, default=90)
-    parser.add_argument("--workers", type=int, default=4, help="trials at a time in the replay")
-    parser.add_argument("--jobs", type=int, default=2, help="processes for the full run")
-    args = parser.parse_args()
-    schedulers = {
-        "fold-asha": lambda horizon: FoldAwareASHA(max_t=horizon + 1, grace_period=GRACE,
-                                                   reduction_factor=REDUCTION),
-        "asha": lambda horizon: ASHAScheduler(time_attr="fusion_epochs", metric="fused_qwk",
-                                              mode="max", max_t=horizon + 1,
-                                              grace_period=GRACE, reduction_factor=REDUCTION),
-    }
-    rows: dict[str, list[dict]] = {name: [] for name in schedulers}
-    fold_qwk: dict = {}
+def full_runs(args) -> dict:
+    """seed -> the full run: each (config, fold)'s fused-QWK curve and final QWK, the horizon."""
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_cohort(Path(tmp) / "cohort", SynthSpec(
             patients=args.patients, seed=3, image_signal=1.5))
@@ -128,33 +115,70 @@ def main() -> None:
                                                "num_samples": args.configs, "seed": seed},
                                     "fixed": FIXED, "space": SPACE})
                 configs = [config for config, _ in expand_configs(spec)]
-                tasks = [(c.to_dict(), fold) for c in configs for fold in range(args.folds)]
+                keys = [(c.config_id, 42, fold) for c in configs for fold in range(args.folds)]
                 started = time.perf_counter()
-                outcomes = list(pool.map(_full_fold, tasks))
-                seconds = time.perf_counter() - started
-                curves = {}
-                for (config, fold), (curve, qwk) in zip(
-                        [(c, f) for c in configs for f in range(args.folds)], outcomes):
-                    key = (config.config_id, 42, fold)
-                    curves[key], fold_qwk[key] = curve, qwk
-                full = {c.config_id: statistics.fmean(fold_qwk[(c.config_id, 42, f)]
-                                                      for f in range(args.folds))
-                        for c in configs}
-                horizon = max(fusion_length(c) for c in configs)
-                total = sum(len(curve) for curve in curves.values())
-                print(f"seed {seed}: {len(configs)} configs x {args.folds} folds, full run "
-                      f"{total} fusion epochs in {seconds:.0f} s; best "
-                      f"{max(full.values()):.3f}, spread {max(full.values()) - min(full.values()):.3f}")
-                for name, make in schedulers.items():
-                    ran = replay(make(horizon), curves, workers=args.workers)
-                    row = judge(ran, curves, fold_qwk, full, args.folds)
-                    row["share"] = row["epochs"] / total
-                    rows[name].append(row)
-                    print(f"  {name:9} {row['share']:5.0%} of the epochs, regret "
-                          f"{row['regret']:.3f}, pick in top 3: {'yes' if row['top3'] else 'no'}, "
-                          f"{row['completed']} configs complete (Spearman {row['spearman']:.2f}; "
-                          f"over its board {row['board_spearman']:.2f}), ranked complete "
-                          f"{row['complete']:.0%}")
+                outcomes = list(pool.map(_full_fold, [(c.to_dict(), fold) for c in configs
+                                                      for fold in range(args.folds)]))
+                runs[str(seed)] = {
+                    "keys": keys, "curves": [curve for curve, _ in outcomes],
+                    "qwk": [qwk for _, qwk in outcomes],
+                    "horizon": max(fusion_length(c) for c in configs),
+                    "seconds": round(time.perf_counter() - started, 1)}
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", type=int, default=16)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--patients", type=int, default=90)
+    parser.add_argument("--workers", type=int, default=4, help="trials at a time in the replay")
+    parser.add_argument("--jobs", type=int, default=2, help="processes for the full run")
+    parser.add_argument("--grace", type=int, default=GRACE)
+    parser.add_argument("--reduction", type=float, default=REDUCTION)
+    parser.add_argument("--curves", type=Path, help="keep the full runs here (JSON): read them "
+                                                     "if the file exists, else write it")
+    args = parser.parse_args()
+    if args.curves is not None and args.curves.is_file():
+        runs = json.loads(args.curves.read_text())
+    else:
+        runs = full_runs(args)
+        if args.curves is not None:
+            args.curves.write_text(json.dumps(runs))
+    schedulers = {
+        "fold-asha": lambda horizon: FoldAwareASHA(max_t=horizon + 1, grace_period=args.grace,
+                                                   reduction_factor=args.reduction),
+        "asha": lambda horizon: ASHAScheduler(time_attr="fusion_epochs", metric="fused_qwk",
+                                              mode="max", max_t=horizon + 1,
+                                              grace_period=args.grace,
+                                              reduction_factor=args.reduction),
+    }
+    rows: dict[str, list[dict]] = {name: [] for name in schedulers}
+    print(f"{args.configs} configs x {args.folds} folds, grace {args.grace} fusion epochs, "
+          f"reduction factor {args.reduction:g}, {args.workers} trials at a time")
+    for seed, run in runs.items():
+        keys = [tuple(key) for key in run["keys"]]
+        curves = dict(zip(keys, run["curves"]))
+        fold_qwk = dict(zip(keys, run["qwk"]))
+        folds = len({key[2] for key in keys})
+        full: dict[str, list[float]] = {}
+        for key, qwk in fold_qwk.items():
+            full.setdefault(key[0], []).append(qwk)
+        full = {config_id: statistics.fmean(qwks) for config_id, qwks in full.items()}
+        total = sum(len(curve) for curve in curves.values())
+        print(f"seed {seed}: full run {total} fusion epochs in {run['seconds']:.0f} s; best "
+              f"{max(full.values()):.3f}, spread {max(full.values()) - min(full.values()):.3f}")
+        for name, make in schedulers.items():
+            ran = replay(make(run["horizon"]), curves, workers=args.workers)
+            row = judge(ran, curves, fold_qwk, full, folds)
+            row["share"] = row["epochs"] / total
+            rows[name].append(row)
+            print(f"  {name:9} {row['share']:5.0%} of the epochs, regret "
+                  f"{row['regret']:.3f}, pick in top 3: {'yes' if row['top3'] else 'no'}, "
+                  f"{row['completed']} configs complete (Spearman {row['spearman']:.2f}; "
+                  f"over its board {row['board_spearman']:.2f}), ranked complete "
+                  f"{row['complete']:.0%}")
     print("mean over seeds (goals for fold-asha: <= 40 %, regret <= 0.01, top 3 every seed, "
           "100 % complete)")
     for name, seed_rows in rows.items():
