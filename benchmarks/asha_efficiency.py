@@ -2,7 +2,7 @@
 
     python benchmarks/asha_efficiency.py [--configs 16] [--folds 3] [--seeds 0 1 2]
                                          [--patients 90] [--workers 4] [--jobs 2]
-                                         [--grace 4] [--reduction 3] [--curves runs.json]
+                                         [--grace 4] [--reduction 3.5] [--curves runs.json]
 
 For each search seed, `--configs` configs are drawn from a space of fusion and stage settings
 (the branch and the forest are fixed, so every config shares them through the artifact cache)
@@ -41,7 +41,7 @@ from dfu_train.sweep.space import expand_configs, parse_sweep
 from dfu_train.training.fold import run_fold
 from dfu_train.training.schedule import fusion_length
 
-GRACE, REDUCTION = 4, 3  # the scheduler section's defaults
+GRACE, REDUCTION = 4, 3.5  # the scheduler section's defaults
 FIXED = {"modalities": ["metadata", "thermal_map"], "forest.n_estimators": 60,
          "forest.inner_folds": 3, "image.size": 16, "thermal_map.pretrain_epochs": 8,
          "stage1.epochs": 16, "stage2.epochs": 4, "optim.early_stop_patience": 6,

@@ -114,3 +114,19 @@ def test_the_ready_sweep_files_stop_configs_on_the_fused_metric(sweep):
     scheduler = spec.scheduler.build(100, 60)
     assert isinstance(scheduler, FoldAwareASHA)
     assert scheduler.rungs and all(1 <= rung <= 60 for rung in scheduler.rungs)
+
+
+def test_a_config_with_a_fold_run_to_its_end_is_not_stopped_any_more():
+    """Stopping it then would leave a partial row: its finished fold stays, the others stop."""
+    scheduler = _fold_asha()
+    finished, later = ReplayTrial(("aaaaaa", 42, 0), "t1"), ReplayTrial(("aaaaaa", 42, 1), "t2")
+    rivals = [ReplayTrial((f"{c * 3:06x}", 42, 1), f"r{c}") for c in range(1, 4)]
+    controller = ReplayController([finished, later, *rivals])
+    scheduler.on_trial_complete(controller, finished, {"fusion_epochs": 8, "fused_qwk": 0.5,
+                                                       "final": 1})
+    for rival in rivals:  # three configs far better on fold 1
+        scheduler.on_trial_result(controller, rival, {"fusion_epochs": 1, "fused_qwk": 0.9})
+    decision = scheduler.on_trial_result(controller, later, {"fusion_epochs": 1,
+                                                             "fused_qwk": 0.1})
+    assert decision == "CONTINUE" and "aaaaaa" not in scheduler.stopped
+    assert scheduler.score("aaaaaa", 1) < 0  # it trails: without its finished fold, it would stop

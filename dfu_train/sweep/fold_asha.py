@@ -3,11 +3,13 @@
 A trial is one (config, fold). Plain ASHA compares every trial at a rung whatever its fold, and
 one config's folds differ more than configs do: it keeps easy folds and stops hard ones, and
 leaves configs with some folds run and others stopped. Here a trial's value at a rung is judged
-against the other configs' values **on the same fold** (its gain over their median there), a
-config's score is the mean gain over its folds that reached the rung, and a config below the
-rung's cutoff (ASHA's: the top 1/reduction_factor go on) is stopped on every fold at once:
-running folds at their next report, and folds not started yet as they start (the trial finds the
-config's prune mark and ends before any work). Ranked configs are thus complete.
+against the other configs' values **on the same fold**: its gain there is the share of them it
+beats minus the share that beat it (ranks, not QWK differences: folds differ in spread too). A
+config's score is its mean gain over its folds at the rung, and a config below the rung's cutoff
+(ASHA's: the top 1/reduction_factor go on) is stopped on every fold at once: running folds at
+their next report, and folds not started yet as they start (the trial finds the config's prune
+mark and ends before any work). A config one of whose folds already ran to its end is not
+stopped any more, so every config is either complete or stopped on all its folds.
 
 The value is `fused_qwk` at `fusion_epochs` (reported by `run_fold`): the fused prediction of the
 fold so far, counted in fusion epochs actually trained, so rungs fall in the fusion stages where
@@ -42,7 +44,7 @@ def rung_milestones(grace_period: int, reduction_factor: float, max_t: int) -> l
 
 
 class FoldAwareASHA(FIFOScheduler):
-    """ASHA over configs with each fold's rung median as its yardstick (see the module)."""
+    """ASHA over configs, each fold judged against the other configs on it (see the module)."""
 
     def __init__(self, *, max_t: int, grace_period: int = 1, reduction_factor: float = 2.0,
                  on_stop: Callable[[Trial, dict | None], None] | None = None):
@@ -53,6 +55,7 @@ class FoldAwareASHA(FIFOScheduler):
         # rung -> (fold seed, fold) -> config_id -> fused QWK of that config's fold there
         self.values: dict[int, dict[tuple[int, int], dict[str, float]]] = {r: {} for r in self.rungs}
         self.stopped: set[str] = set()
+        self.finished: set[str] = set()  # configs with a fold run to its end: never stopped
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         config_id, seed, fold = store.trial_key(trial.config)
@@ -62,7 +65,7 @@ class FoldAwareASHA(FIFOScheduler):
             self._record(config_id, (seed, fold), result, up_to=math.inf)
             return TrialScheduler.CONTINUE
         reached = self._record(config_id, (seed, fold), result, up_to=result.get(TIME_ATTR, 0))
-        if reached and not self._keeps(config_id, reached[-1]):
+        if reached and config_id not in self.finished and not self._keeps(config_id, reached[-1]):
             self.stopped.add(config_id)
             return self._stop(trial, result)
         return TrialScheduler.CONTINUE
@@ -73,6 +76,7 @@ class FoldAwareASHA(FIFOScheduler):
         if result and result.get("final"):
             config_id, seed, fold = store.trial_key(trial.config)
             self._record(config_id, (seed, fold), result, up_to=math.inf)
+            self.finished.add(config_id)
 
     def _record(self, config_id: str, fold: tuple[int, int], result: dict,
                 up_to: float) -> list[int]:
@@ -89,10 +93,10 @@ class FoldAwareASHA(FIFOScheduler):
         return reached
 
     def score(self, config_id: str, rung: int) -> float | None:
-        """The config's mean gain at `rung` over the median of the other configs on the same
-        fold, over its folds where others are there to compare with."""
-        gains = [by_config[config_id] - statistics.median(
-                     v for c, v in by_config.items() if c != config_id)
+        """The config's mean gain at `rung` (the share of other configs it beats on the same
+        fold, minus the share that beat it), over its folds where others are there to compare."""
+        gains = [statistics.fmean((by_config[config_id] > v) - (by_config[config_id] < v)
+                                  for c, v in by_config.items() if c != config_id)
                  for by_config in self.values[rung].values()
                  if config_id in by_config and len(by_config) > 1]
         return statistics.fmean(gains) if gains else None

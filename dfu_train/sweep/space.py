@@ -86,7 +86,7 @@ class SchedulerSection(_Section):
     type: str = Field("fold-asha", description=", ".join(SCHEDULERS))
     grace_period: int = Field(4, ge=1, description="the first rung: fusion epochs (fold-asha) "
                                                    "or progress steps (asha)")
-    reduction_factor: float = Field(3.0, gt=1, description="1/this of the configs (fold-asha) "
+    reduction_factor: float = Field(3.5, gt=1, description="1/this of the configs (fold-asha) "
                                                            "or trials (asha) go on per rung")
 
     @field_validator("type")
