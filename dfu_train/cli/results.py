@@ -60,7 +60,8 @@ def leaderboard_command(
                             where=tuple(where or ()))
         _write_frame(rows, fmt, out_file, title=f"trials of {sweep_dir.name}")
         return
-    full = build_leaderboard(sweep_dir)
+    seen: dict = {}  # each file read once, for the board and for the list of rejected files
+    full = build_leaderboard(sweep_dir, seen=seen)
     if baseline is not None:
         n_folds = read_manifest(sweep_dir)["spec"]["cv"]["n_folds"]
         full = compare_to_baseline(full, baseline, n_folds=n_folds)
@@ -81,7 +82,7 @@ def leaderboard_command(
         _board_table(board, sweep_dir.name, out_file=out_file)
     else:
         _write_frame(board, fmt, out_file)
-    print_rejected([r.__dict__ for r in rejected_files(sweep_dir)])
+    print_rejected([r.__dict__ for r in rejected_files(sweep_dir, seen=seen)])
 
 
 def _empty_hint(full, show_all: bool, filtered: bool) -> str:

@@ -28,16 +28,17 @@ TRIAL_COLUMNS = ("config_id", "fold_seed", "fold", "qwk", "meta_qwk", "trial_id"
 
 
 def build_leaderboard(sweep_dir: Location, *, manifest: dict | None = None,
-                      trials: list[dict] | None = None,
-                      all_records: list[dict] | None = None) -> pd.DataFrame:
+                      trials: list[dict] | None = None, all_records: list[dict] | None = None,
+                      seen: dict | None = None) -> pd.DataFrame:
     """One row per planned config, best first (complete configs before partial ones).
-    `manifest`, `trials` and `all_records`: what the caller has read already."""
+    `manifest`, `trials` and `all_records`: what the caller has read already; `seen`: the files
+    read (`store.read_json_files`), shared with the caller's other reads."""
     manifest = store.read_manifest(sweep_dir) if manifest is None else manifest
     plan = store.planned_folds(manifest)
     if all_records is None:
-        all_records = store.read_fold_results(sweep_dir, manifest=manifest)
+        all_records = store.read_fold_results(sweep_dir, seen, manifest=manifest)
     if trials is None:
-        trials = store.read_trial_states(sweep_dir, all_records, manifest=manifest)
+        trials = store.read_trial_states(sweep_dir, all_records, manifest=manifest, seen=seen)
     records = {}
     for record in all_records:
         key = (record["config_id"], record["fold_seed"], record["fold"])
@@ -50,7 +51,7 @@ def build_leaderboard(sweep_dir: Location, *, manifest: dict | None = None,
         planned.setdefault(config_id, record.get("params", {}))
     screening, promoted = store.screening_folds(manifest), store.promoted_folds(manifest)
     confirmed: dict[str, dict[tuple, dict]] = {}
-    for record in store.read_confirmations(sweep_dir, manifest):
+    for record in store.read_confirmations(sweep_dir, manifest, seen):
         confirmed.setdefault(record["config_id"], {}).setdefault(
             (record["fold_seed"], record["fold"]), record)
     rows = []
@@ -116,14 +117,14 @@ def sweep_status(sweep_dir: Location) -> dict:
     """Trial counts (finished, running, pending, pruned, error, planned), the best config so far,
     the failed trials and the files set aside (`store.rejected_files`), from one read of the
     sweep folder."""
-    manifest = store.read_manifest(sweep_dir)
-    records = store.read_fold_results(sweep_dir, manifest=manifest)
-    trials = store.read_trial_states(sweep_dir, records, manifest=manifest)
+    manifest, seen = store.read_manifest(sweep_dir), {}
+    records = store.read_fold_results(sweep_dir, seen, manifest=manifest)
+    trials = store.read_trial_states(sweep_dir, records, manifest=manifest, seen=seen)
     counts = {s: sum(t["status"] == s for t in trials)
               for s in ("finished", "running", "pending", "pruned", "error")}
     counts["planned"] = store.planned_trials(manifest)
     board = query(build_leaderboard(sweep_dir, manifest=manifest, trials=trials,
-                                    all_records=records), include_partial=True)
+                                    all_records=records, seen=seen), include_partial=True)
     best = None
     if not board.empty and board.iloc[0]["qwk_mean"] == board.iloc[0]["qwk_mean"]:
         top = board.iloc[0]
@@ -132,7 +133,7 @@ def sweep_status(sweep_dir: Location) -> dict:
                 "folds_total": int(top["folds_total"])}
     return {"sweep": Location(sweep_dir).name, "trials": counts, "best": best,
             "errors": [t for t in trials if t["status"] == "error"],
-            "rejected": [r.__dict__ for r in store.rejected_files(sweep_dir, manifest)]}
+            "rejected": [r.__dict__ for r in store.rejected_files(sweep_dir, manifest, seen)]}
 
 
 def trial_table(sweep_dir: Location) -> pd.DataFrame:

@@ -162,9 +162,10 @@ def write_confirmation(sweep_dir: Location | Path, record: dict) -> Location:
     return path
 
 
-def read_confirmations(sweep_dir: Location | Path, manifest: dict | None = None) -> list[dict]:
+def read_confirmations(sweep_dir: Location | Path, manifest: dict | None = None,
+                       seen: dict[str, Any] | None = None) -> list[dict]:
     """Every valid confirmation record (`dfu cv --sweep`)."""
-    return read_fold_results(sweep_dir, folder=CONFIRMATIONS, manifest=manifest)
+    return read_fold_results(sweep_dir, seen, folder=CONFIRMATIONS, manifest=manifest)
 
 
 def read_fold_result(sweep_dir: Location | Path, config_id: str, fold_seed: int,
@@ -332,13 +333,14 @@ def read_fold_results(sweep_dir: Location | Path, seen: dict[str, Any] | None = 
     return check_records(sweep_dir, manifest, folder=folder, seen=seen)[0]
 
 
-def rejected_files(sweep_dir: Location | Path, manifest: dict | None = None) -> list[Rejected]:
+def rejected_files(sweep_dir: Location | Path, manifest: dict | None = None,
+                   seen: dict[str, Any] | None = None) -> list[Rejected]:
     """Every record that failed its checks: those still in place (set aside by the next run or
-    resume) and those already in `quarantine/`, with their reasons."""
+    resume) and those already in `quarantine/`, with their reasons. `seen`: files read before."""
     sweep_dir = Location(sweep_dir)
     manifest = read_manifest(sweep_dir) if manifest is None else manifest
     found = [r for folder in (FOLD_RESULTS, CONFIRMATIONS)
-             for r in check_records(sweep_dir, manifest, folder=folder)[1]]
+             for r in check_records(sweep_dir, manifest, folder=folder, seen=seen)[1]]
     for why in (sweep_dir / QUARANTINE).glob("*/*.why.json"):
         try:
             note = json.loads(why.read_bytes())
