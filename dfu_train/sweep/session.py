@@ -41,11 +41,11 @@ def plan_session(plan) -> Session:
     """The trials of `plan` (a SweepPlan whose manifest is written) still to run."""
     manifest = store.read_manifest(plan.sweep_dir)
     folders = store.trial_folders(plan.sweep_dir, manifest, plan.experiment)
-    if plan.proposes:
-        return _proposing_session(plan, manifest, folders)
-    ended = {(r["config_id"], r["fold_seed"], r["fold"])
-             for r in store.read_fold_results(plan.sweep_dir, manifest=manifest)}
+    records = store.read_fold_results(plan.sweep_dir, manifest=manifest)
     pruned = store.read_pruned(plan.sweep_dir)
+    if plan.proposes:
+        return _proposing_session(plan, manifest, folders, records, pruned)
+    ended = {(r["config_id"], r["fold_seed"], r["fold"]) for r in records}
     ended |= set(pruned)
     stopped = {config_id for experiment, config_id in store.stopped_configs(pruned)
                if experiment == plan.experiment}  # a scheduler's decision stays made
@@ -61,13 +61,13 @@ def plan_session(plan) -> Session:
                    done=len(ids) * len(plan.folds) - len(pairs))
 
 
-def _proposing_session(plan, manifest: dict, folders) -> Session:
+def _proposing_session(plan, manifest: dict, folders, all_records: list[dict],
+                       all_pruned: dict) -> Session:
     """Configs tried so far, from the records and prune marks; configs proposed but left
     unfinished, from the trial folders (read even when Tune's experiment state is damaged)."""
     screening = store.screening_folds(manifest)
-    records = [r for r in store.read_fold_results(plan.sweep_dir, manifest=manifest)
-               if (r["fold_seed"], r["fold"]) in screening]
-    pruned = {key: mark for key, mark in store.read_pruned(plan.sweep_dir).items()
+    records = [r for r in all_records if (r["fold_seed"], r["fold"]) in screening]
+    pruned = {key: mark for key, mark in all_pruned.items()
               if mark["experiment"] == plan.experiment}
     ended = {(r["config_id"], r["fold_seed"], r["fold"]) for r in records} | set(pruned)
     evaluated = [(r["params"], r["metrics"]["qwk"]) for r in records]
@@ -77,7 +77,7 @@ def _proposing_session(plan, manifest: dict, folders) -> Session:
     unfinished = [folders[key][-1][1]["params"] for key in todo]
     evaluated = [(flat_params(p), q) for p, q in evaluated if q is not None]
     # A search may propose a config twice: every proposal that ended counts as a sample.
-    trials = store.read_trial_states(plan.sweep_dir, experiment=plan.experiment,
+    trials = store.read_trial_states(plan.sweep_dir, all_records, experiment=plan.experiment,
                                      manifest=manifest)
     done = sum(t["status"] in ("finished", "pruned") for t in trials)
     return Session(samples=max(plan.n_configs - done, 0), evaluated=tuple(evaluated),
