@@ -21,6 +21,12 @@ from dfu_train.errors import ConfigError, did_you_mean, quoted
 from dfu_train.yaml_files import read_yaml
 
 MAX_SEED = 2**32 - 1  # scikit-learn's and NumPy's legacy seeds stop here
+# Which way a parameter makes a config simpler, for the `one_se` selection rule
+# (`results.selection`): smaller or larger values (null: no limit, the most complex; a list:
+# its length or its sum of widths), or the simplest values in order.
+SIMPLER_SMALLER = {"json_schema_extra": {"simpler": "smaller"}}
+SIMPLER_LARGER = {"json_schema_extra": {"simpler": "larger"}}
+SIMPLER_FALSE = {"json_schema_extra": {"simpler": [False, True]}}
 
 
 class _Section(BaseModel):
@@ -40,11 +46,13 @@ class MetadataConfig(_Section):
     """The scikit-learn feature pipeline in front of the forest."""
 
     features: Literal["all"] | tuple[str, ...] = "all"
-    engineered: bool = Field(True, description="add BMI and age flags")
+    engineered: bool = Field(True, description="add BMI and age flags", **SIMPLER_FALSE)
     imputer_neighbors: int = Field(5, ge=1, le=50)
     scale: bool = True
-    select_k: int | None = Field(None, ge=1, description="mutual-information selection; null = all")
-    sampler: str = Field("none", description="imbalanced-learn resampling of metadata rows")
+    select_k: int | None = Field(None, ge=1, description="mutual-information selection; null = all",
+                                 **SIMPLER_SMALLER)
+    sampler: str = Field("none", json_schema_extra={"simpler": ["none"]}, description="imbalanced-learn resampling of the training part's "
+                         f"metadata rows, in fit only: {', '.join(SAMPLERS)}")
 
     @field_validator("features")
     @classmethod
@@ -71,12 +79,17 @@ class MetadataConfig(_Section):
 class ForestConfig(_Section):
     """The random forest on metadata; its probabilities enter fusion untouched."""
 
-    n_estimators: int = Field(300, ge=1, le=5000)
-    max_depth: int | None = Field(None, ge=1)
-    min_samples_leaf: int = Field(1, ge=1)
+    n_estimators: int = Field(300, ge=1, le=5000, **SIMPLER_SMALLER)
+    max_depth: int | None = Field(None, ge=1, description="null: no limit", **SIMPLER_SMALLER)
+    min_samples_split: int = Field(2, ge=2, description="rows a node needs to be split",
+                                   **SIMPLER_LARGER)
+    min_samples_leaf: int = Field(1, ge=1, **SIMPLER_LARGER)
     max_features: Literal["sqrt", "log2"] | float = Field(
         "sqrt", description="sqrt, log2 or a share of the features in (0, 1]")
-    class_weight: Literal["balanced", "none"] = "balanced"
+    class_weight: Literal["balanced", "balanced_subsample", "none"] = Field(
+        "balanced", description="balanced: n / (classes x class rows), the earlier study's "
+        "inverse-frequency weights up to a common factor, which a forest's splits ignore; "
+        "balanced_subsample: the same, per bootstrap sample")
     inner_folds: int = Field(5, ge=2, le=20, description="grouped inner folds for OOF probabilities")
 
     @field_validator("max_features", mode="before")
@@ -105,9 +118,10 @@ class BranchConfig(_Section):
     """One modality's branch: backbone -> head, and how it is pre-trained on the fold."""
 
     backbone: str = "simple_cnn"
-    head_units: tuple[int, ...] = Field((64,), description="Linear-BatchNorm-ReLU-Dropout widths")
+    head_units: tuple[int, ...] = Field((64,), description="Linear-BatchNorm-ReLU-Dropout widths",
+                                        **SIMPLER_SMALLER)
     dropout: float = Field(0.3, ge=0, lt=1)
-    pretrain_epochs: int = Field(10, ge=0, le=5000)
+    pretrain_epochs: int = Field(10, ge=0, le=5000, **SIMPLER_SMALLER)
     pretrain_lr: float = Field(1e-3, gt=0, le=1)
     freeze_backbone: bool = Field(False, description="train only head and classifier in pretraining")
     mixup: bool = Field(False, description="mixup of training crops during pretraining")
@@ -131,8 +145,10 @@ class FusionConfig(_Section):
     """The head that meets the forest's probabilities (untouched) with the image branches."""
 
     head: str = Field("residual", description="residual starts as exactly the forest")
-    projection: int = Field(0, ge=0, description="feature_concat: project image features; 0 = no")
-    hidden: tuple[int, ...] = Field((), description="hidden widths of the fusion MLP")
+    projection: int = Field(0, ge=0, description="feature_concat: project image features; 0 = no",
+                            **SIMPLER_SMALLER)
+    hidden: tuple[int, ...] = Field((), description="hidden widths of the fusion MLP",
+                                    **SIMPLER_SMALLER)
     dropout: float = Field(0.0, ge=0, lt=1)
     blend_weight: float = Field(0.3, ge=0, le=1, description="fixed_blend: the image weight")
     residual_bound: float = Field(1.0, gt=0, description="residual: bound of the image correction")
@@ -148,14 +164,14 @@ class FusionConfig(_Section):
 class Stage1Config(_Section):
     """Fusion with every backbone frozen: heads and the fusion head train."""
 
-    epochs: int = Field(20, ge=0, le=5000)
+    epochs: int = Field(20, ge=0, le=5000, **SIMPLER_SMALLER)
     lr: float = Field(1e-3, gt=0, le=1)
 
 
 class Stage2Config(_Section):
     """Fine-tuning with the top of each backbone open; kept only if it beats stage 1."""
 
-    epochs: int = Field(10, ge=0, le=5000)
+    epochs: int = Field(10, ge=0, le=5000, **SIMPLER_SMALLER)
     lr: float = Field(1e-4, gt=0, le=1)
     unfreeze_pct: float = Field(0.2, gt=0, le=1, description="top share of backbone layer groups")
 
@@ -201,7 +217,7 @@ class TrialConfig(_Section):
     """One trial's configuration. `cv` (how it is evaluated) and `train` (how it runs on its
     device) are not part of `config_id`."""
 
-    modalities: tuple[str, ...] = ("metadata",)
+    modalities: tuple[str, ...] = Field(("metadata",), **SIMPLER_SMALLER)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     metadata: MetadataConfig = MetadataConfig()
     forest: ForestConfig = ForestConfig()
@@ -217,6 +233,9 @@ class TrialConfig(_Section):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     cv: CVConfig = CVConfig()
+    decode: Literal["argmax", "expected", "thresholds"] = Field(
+        "argmax", description="phase from probabilities for the recorded metrics: argmax, the "
+        "expected phase index rounded, or cut at two thresholds fitted on the training part")
 
     @field_validator("modalities")
     @classmethod
@@ -254,7 +273,7 @@ class TrialConfig(_Section):
     def relevant_sections(self) -> tuple[str, ...]:
         """The sections that change what this trial computes: a metadata-only trial ignores the
         image sections, so sweeping them does not multiply identical trials."""
-        keep = ["modalities", "seed"]
+        keep = ["modalities", "seed", "decode"]
         if self.uses_metadata:
             keep += ["metadata", "forest"]
         if self.image_modalities:
@@ -275,10 +294,14 @@ class TrialConfig(_Section):
         return self.model_dump(mode="json")
 
     def identity(self) -> dict[str, Any]:
-        """What changes this trial's computation: the sections it uses and, within them, only
-        the settings that act: the chosen fusion head's own options, the settings of stages
-        that run (pretraining, stage 1, stage 2 with epochs), never run-time settings
-        (`optim.checkpoint_every`)."""
+        """What changes this trial's computation (`acting`), without the settings added later
+        that sit at the default computing what came before them (`ADDED_LATER`)."""
+        return _without_later_defaults(self.acting())
+
+    def acting(self) -> dict[str, Any]:
+        """The sections this trial uses and, within them, only the settings that act: the
+        chosen fusion head's own options, the settings of stages that run (pretraining, stage
+        1, stage 2 with epochs), never run-time settings (`optim.checkpoint_every`)."""
         data = {k: v for k, v in self.to_dict().items() if k in self.relevant_sections()}
         if "fusion" in data:
             from dfu_train.models.fusion import head_options
@@ -296,9 +319,9 @@ class TrialConfig(_Section):
         return data
 
     def used_names(self) -> frozenset[str]:
-        """The dotted names in `identity`: parameters this trial uses."""
+        """The dotted names in `acting`: parameters this trial uses."""
         return frozenset(f"{section}.{key}" if isinstance(values, dict) else section
-                         for section, values in self.identity().items()
+                         for section, values in self.acting().items()
                          for key in (values if isinstance(values, dict) else [None]))
 
     @property
@@ -311,8 +334,8 @@ class TrialConfig(_Section):
     def earlier_config_id(self) -> str:
         """The id earlier versions gave this config (every setting of the sections it uses):
         exports and sweep folders they wrote carry it."""
-        return _short_hash({k: v for k, v in self.to_dict().items()
-                            if k in self.relevant_sections()})
+        return _short_hash(_without_later_defaults(
+            {k: v for k, v in self.to_dict().items() if k in self.relevant_sections()}))
 
     def get(self, dotted: str) -> Any:
         node: Any = self
@@ -346,10 +369,36 @@ class TrialConfig(_Section):
 
 PRETRAINING_ONLY = frozenset({"pretrain_lr", "mixup", "freeze_backbone"})
 RUN_TIME = frozenset({"checkpoint_every"})
+# Settings added after sweeps were recorded, with the default that computes what the version
+# before them computed: at that default they are left out of `config_id`, so recorded sweeps,
+# exports and cached artifacts keep their ids.
+ADDED_LATER: dict[str, Any] = {"forest.min_samples_split": 2, "decode": "argmax"}
+
+
+def _without_later_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    for dotted, default in ADDED_LATER.items():
+        section, _, key = dotted.partition(".")
+        if key and isinstance(data.get(section), dict) and data[section].get(key, default) == default:
+            data[section] = {k: v for k, v in data[section].items() if k != key}
+        elif not key and section in data and data[section] == default:
+            del data[section]
+    return data
 
 
 def _short_hash(data: dict) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def simpler_direction(dotted: str) -> str | list | None:
+    """How `dotted` makes a config simpler ("smaller", "larger", or values simplest first);
+    None when the schema does not say."""
+    if dotted not in TrialConfig.dotted_names():
+        return None
+    section, _, key = dotted.partition(".")
+    field = TrialConfig.model_fields[section]
+    if key:
+        field = field.annotation.model_fields[key]
+    return (field.json_schema_extra or {}).get("simpler")
 
 
 def _split(dotted: str) -> list[str]:
@@ -391,11 +440,29 @@ def check_runnable(configs: Iterable[TrialConfig]) -> None:
             check_weights(source)
 
 
+# The earlier study's plain metadata recipe: a random forest with inverse-frequency class
+# weights on KNN-imputed, scaled metadata, no resampling, no selection. Sweeps run it beside
+# their configs (`baseline`), so a leaderboard always shows whether the search beat it.
+STUDY_RECIPE: dict[str, Any] = {
+    "modalities": ["metadata"], "metadata.imputer_neighbors": 5, "metadata.scale": True,
+    "metadata.select_k": None, "metadata.sampler": "none", "forest.n_estimators": 300,
+    "forest.max_depth": None, "forest.min_samples_leaf": 1, "forest.max_features": "sqrt",
+    "forest.class_weight": "balanced"}
+
+
+def study_recipe(base: TrialConfig | None = None) -> TrialConfig:
+    """The study's recipe on top of `base` (its folds, seed, inner folds and feature list)."""
+    return (base or TrialConfig()).override(STUDY_RECIPE)
+
+
 def load_trial_config(path: str) -> TrialConfig:
-    """A config file: `default`, a YAML/JSON TrialConfig mapping, or an exported best config
-    (`{config_id, config}`), whose id must still match its values."""
+    """A config file: `default`, `baseline` (the study's recipe), a YAML/JSON TrialConfig
+    mapping, or an exported best config (`{config_id, config}`), whose id must still match its
+    values."""
     if path == "default":
         return TrialConfig()
+    if path == "baseline":
+        return study_recipe()
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"{file}: config file not found (or pass `default`)")

@@ -118,11 +118,17 @@ def test_leaderboard_json_carries_the_contract_fields(finished_sweep, tmp_path):
     result = _invoke("leaderboard", "done", "--storage", tmp_path / "results", "--format", "json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert len(rows) == 2
+    assert len(rows) == 3  # the two swept configs and the study's recipe beside them
     for field in ("config_id", "params", "folds_done", "folds_total", "qwk_mean", "qwk_std",
-                  "qwk_folds", "meta_qwk_mean", "fusion_gain_mean", "wall_s", "compute_s"):
+                  "qwk_folds", "meta_qwk_mean", "fusion_gain_mean", "wall_s", "compute_s",
+                  "baseline", "baseline_diff", "rule"):
         assert field in rows[0]
-    assert rows[0]["qwk_mean"] >= rows[1]["qwk_mean"]
+    scores = [r["qwk_mean"] - 0.5 * (r["qwk_std"] or 0) for r in rows]  # the default rule
+    assert scores == sorted(scores, reverse=True) and {r["rule"] for r in rows} == {
+        "mean_minus_std"}
+    baseline, = [r for r in rows if r["baseline"]]
+    assert baseline["baseline_diff"] == 0 and baseline["baseline_folds"] == 3
+    assert all(r["baseline_folds"] == 3 for r in rows)  # paired on the same folds
 
 
 def test_leaderboard_formats_and_unknown_sweep(finished_sweep, tmp_path):

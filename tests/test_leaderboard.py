@@ -12,7 +12,7 @@ from dfu_train.results.leaderboard import build_leaderboard, query
 from dfu_train.sweep.space import parse_sweep
 from dfu_train.training.fold import run_fold
 
-SWEEP = {"name": "board", "cv": {"n_folds": 3, "seed": 42},
+SWEEP = {"name": "board", "cv": {"n_folds": 3, "seed": 42}, "baseline": False,
          "search": {"algorithm": "grid"}, "fixed": {"forest.n_estimators": 20, "forest.inner_folds": 3},
          "space": {"forest.min_samples_leaf": {"grid": [1, 10, 30]}}}
 

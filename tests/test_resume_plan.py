@@ -17,7 +17,7 @@ from dfu_train.sweep.space import parse_sweep
 from dfu_train.training.checkpoint import FoldCheckpoint
 from sweep_files import fold_record
 
-GRID = {"name": "left", "cv": {"n_folds": 3, "run_folds": [0, 1]},
+GRID = {"name": "left", "cv": {"n_folds": 3, "run_folds": [0, 1]}, "baseline": False,
         "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
         "resources": {"use_train": False},
         "fixed": {"modalities": ["metadata"], "forest.n_estimators": 10},
@@ -50,7 +50,7 @@ def test_a_resume_plans_only_the_pairs_without_a_record_or_a_prune_mark(syntheti
                                         "experiment": "tune", "progress": 1, "val_qwk": 0.1,
                                         "params": p1})
     session = plan_session(plan)
-    assert session.pairs == ((1, 1), (2, 0), (2, 1)) and session.done == 3
+    assert session.trials == ((1, 42, 1), (2, 42, 0), (2, 42, 1)) and session.done == 3
     trials = _param_space(plan, session)["trial"]["grid_search"]
     assert [(t["config_id"], t["fold"]) for t in trials] == [
         (c1.config_id, 1), (c2.config_id, 0), (c2.config_id, 1)]
@@ -153,7 +153,37 @@ def test_a_config_stopped_on_every_fold_stays_stopped_after_a_resume(synthetic_r
                                         "params": p0, "scope": "config"})
     store.write_fold_result(plan.sweep_dir, record(c1, p1, 0, 0.5))
     session = plan_session(plan)
-    assert [(plan.configs[i][0].config_id, fold) for i, fold in session.pairs] == [
+    assert [(plan.configs[i][0].config_id, fold) for i, _, fold in session.trials] == [
         (c1.config_id, 1), (plan.configs[2][0].config_id, 0), (plan.configs[2][0].config_id, 1)]
     counts = sweep_status(plan.sweep_dir)["trials"]
     assert (counts["pruned"], counts["finished"], counts["pending"]) == (2, 1, 3)
+
+
+def test_repeated_cv_plans_every_config_on_the_folds_of_each_fold_seed(synthetic_root, tmp_path,
+                                                                       cohort):
+    from dfu_train.results.leaderboard import build_leaderboard
+
+    spec = {**GRID, "cv": {**GRID["cv"], "seeds": [42, 7]}}
+    plan, _ = _planned(spec, synthetic_root, tmp_path, cohort)
+    manifest = store.read_manifest(plan.sweep_dir)
+    assert set(manifest["fold_fingerprints"]) == {"42", "7"}
+    assert plan.n_trials == 3 * 2 * 2
+    (c0, p0), *_ = plan.configs
+    store.write_fold_result(plan.sweep_dir, fold_record(
+        c0.config_id, 7, 1, 0.4, params=p0, cohort_fingerprint=cohort.fingerprint,
+        fold_fingerprint=manifest["fold_fingerprints"]["7"]))
+    session = plan_session(plan)
+    assert session.done == 1 and (0, 7, 1) not in session.trials and (0, 42, 1) in session.trials
+    trials = _param_space(plan, session)["trial"]["grid_search"]
+    assert {(t["config"]["cv"]["seed"], t["fold"]) for t in trials} == {
+        (42, 0), (42, 1), (7, 0), (7, 1)}
+    board = build_leaderboard(plan.sweep_dir).set_index("config_id")
+    assert board.loc[c0.config_id, "folds_total"] == 4
+    assert board.loc[c0.config_id, "qwk_screen_mean"] == 0.4
+
+
+def test_a_proposing_search_refuses_several_fold_seeds():
+    from dfu_train.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="one fold of one fold seed"):
+        parse_sweep({**OPTUNA, "cv": {**OPTUNA["cv"], "seeds": [1, 2]}})

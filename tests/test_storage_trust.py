@@ -307,7 +307,7 @@ def test_an_earlier_checkpoint_that_would_run_code_starts_the_fold_over(tmp_path
     assert not proof.exists()
 
 
-TRAP_SWEEP = {"name": "trap", "cv": {"n_folds": 3, "run_folds": [0, 1]},
+TRAP_SWEEP = {"name": "trap", "cv": {"n_folds": 3, "run_folds": [0, 1]}, "baseline": False,
               "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
               "resources": {"use_train": False, "cpus_per_trial": 1},
               "fixed": {"modalities": ["metadata"], "forest.n_estimators": 10,

@@ -28,26 +28,31 @@ def leaderboard_command(
     storage: Storage = "results",
     top: Annotated[Optional[int], typer.Option(min=1)] = None,
     by: Annotated[Optional[str], typer.Option(
-        help="column to rank by (default qwk_mean; with --trials, qwk)")] = None,
+        help="column to rank by instead of the selection rule (with --trials: default qwk)")] = None,
+    rule: Annotated[Optional[str], typer.Option(
+        help="selection rule: mean, mean_minus_std or one_se (default: the sweep's)")] = None,
     where: Annotated[Optional[list[str]], typer.Option(help="FIELD=VALUE, repeatable")] = None,
     show_all: Annotated[bool, typer.Option("--all", help="include partial configs")] = False,
     fmt: Annotated[Format, typer.Option("--format")] = Format.table,
     out_file: Annotated[Optional[Path], typer.Option(
         "--out", help="write here instead of stdout (parquet needs it)")] = None,
     export_best: Annotated[Optional[Path], typer.Option(help="write the best config here")] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="config_id to compare against, "
-                                                    "paired over shared folds")] = None,
+    baseline: Annotated[Optional[str], typer.Option(
+        help="config_id to compare against, paired over shared folds (default: the study's "
+             "recipe the sweep ran beside its configs)")] = None,
     trials: Annotated[bool, typer.Option(
         "--trials", help="one row per finished fold: timing and reused artifacts")] = False,
     any_folds: Annotated[bool, typer.Option(
         "--any-folds", help="rank configs run on fewer folds (screened only) among the "
                             "best-covered ones instead of after them")] = False,
 ) -> None:
-    """Configs ranked by mean QWK over folds (read offline from the sweep folder)."""
+    """Configs ranked by the sweep's selection rule over their folds (read offline from the
+    sweep folder), each compared with the study's recipe on the same folds."""
     from dfu_train.results.leaderboard import (build_leaderboard, compare_to_baseline, query,
                                                query_trials, trial_table)
+    from dfu_train.results.selection import SELECTION_RULES, checked_rule
     from dfu_train.results.store import (read_manifest, recorded_config, rejected_files,
-                                         resolve_sweep, write_json_atomic)
+                                         resolve_sweep, selection_rule, write_json_atomic)
 
     fmt = fmt.value
     if fmt == "parquet" and out_file is None:
@@ -61,11 +66,14 @@ def leaderboard_command(
         _write_frame(rows, fmt, out_file, title=f"trials of {sweep_dir.name}")
         return
     seen: dict = {}  # each file read once, for the board and for the list of rejected files
-    full = build_leaderboard(sweep_dir, seen=seen)
+    manifest = read_manifest(sweep_dir)
+    rule = checked_rule(rule or selection_rule(manifest))
+    full = build_leaderboard(sweep_dir, seen=seen, manifest=manifest)
+    if baseline is None and full["baseline"].any():
+        baseline = full.loc[full["baseline"], "config_id"].iloc[0]
     if baseline is not None:
-        n_folds = read_manifest(sweep_dir)["spec"]["cv"]["n_folds"]
-        full = compare_to_baseline(full, baseline, n_folds=n_folds)
-    board = query(full, by=by or "qwk_mean", top=top, include_partial=show_all,
+        full = compare_to_baseline(full, baseline, n_folds=manifest["spec"]["cv"]["n_folds"])
+    board = query(full, by=by, rule=rule, top=top, include_partial=show_all,
                   where=tuple(where or ()), fewer_folds_apart=not any_folds)
     if export_best is not None:
         if board.empty:
@@ -79,9 +87,10 @@ def leaderboard_command(
     if board.empty and (hint := _empty_hint(full, show_all, bool(where))):
         err.print(hint, soft_wrap=True)
     if fmt == "table":
-        _board_table(board, sweep_dir.name, out_file=out_file)
+        ranked = f"by {by}" if by else f"by {rule}: {SELECTION_RULES[rule].description}"
+        _board_table(board, sweep_dir.name, out_file=out_file, ranked=ranked)
     else:
-        _write_frame(board, fmt, out_file)
+        _write_frame(board.assign(rule=None if by else rule), fmt, out_file)
     print_rejected([r.__dict__ for r in rejected_files(sweep_dir, seen=seen)])
 
 
@@ -131,9 +140,12 @@ def print_rejected(rejected: list[dict]) -> None:
 
 def print_board(sweep_dir, *, top: int) -> None:
     from dfu_train.results.leaderboard import build_leaderboard, query
+    from dfu_train.results.store import read_manifest, selection_rule
 
-    _board_table(query(build_leaderboard(sweep_dir), top=top, include_partial=True),
-                 sweep_dir.name)
+    manifest = read_manifest(sweep_dir)
+    rule = selection_rule(manifest)
+    _board_table(query(build_leaderboard(sweep_dir, manifest=manifest), rule=rule, top=top,
+                       include_partial=True), sweep_dir.name, ranked=f"by {rule}")
 
 
 def _print_table(table: Table, out_file: Path | None) -> None:
@@ -146,9 +158,9 @@ def _print_table(table: Table, out_file: Path | None) -> None:
         Console(file=handle, width=200, highlight=False).print(table)
 
 
-def _board_table(board, title: str, *, out_file: Path | None = None) -> None:
-    table = Table(title=f"leaderboard {title}")
-    paired = "baseline_diff" in board.columns
+def _board_table(board, title: str, *, out_file: Path | None = None, ranked: str = "") -> None:
+    table = Table(title=f"leaderboard {title}" + (f", ranked {ranked}" if ranked else ""))
+    paired = "baseline_diff" in board.columns and not board.empty
     staged = board["qwk_promoted_mean"].notna().any() or board["qwk_confirmed_mean"].notna().any()
     for column in ("#", "config", "QWK mean ± std", "folds", "meta QWK", "macro F1",
                    *(("screened", "promoted", "confirmed", "optimism") if staged else ()),
@@ -165,13 +177,16 @@ def _board_table(board, title: str, *, out_file: Path | None = None) -> None:
                                                   if row.folds_confirmed else ""),
                   fmt_number(row.optimism)) if staged else ()
         extra = (f"{fmt_number(row.baseline_diff)} ({fmt_number(row.baseline_p)})",) if paired else ()
-        table.add_row(str(rank), row.config_id, f"{fmt_number(row.qwk_mean)} ± {fmt_number(row.qwk_std)}",
+        config = row.config_id + (" baseline" if row.baseline else "")
+        table.add_row(str(rank), config, f"{fmt_number(row.qwk_mean)} ± {fmt_number(row.qwk_std)}",
                       folds, fmt_number(row.meta_qwk_mean), fmt_number(row.macro_f1_mean), *stages, *extra,
                       row.reused or "-", params)
     _print_table(table, out_file)
     if paired:
         err.print(f"Δ vs baseline: mean paired QWK difference over shared folds; p from the "
-                  f"{board['baseline_test'].iloc[0]}", soft_wrap=True)
+                  f"{board['baseline_test'].iloc[0]}"
+                  + ("; baseline: the earlier study's metadata recipe, run beside the sweep's "
+                     "configs" if board["baseline"].any() else ""), soft_wrap=True)
     if board["fewer_folds"].any():
         err.print("configs marked 'fewer folds' were run on fewer folds than the best-covered "
                   "ones and rank after them (--any-folds ranks them together)", soft_wrap=True)

@@ -158,8 +158,11 @@ def _finish(sweep_dir, mode: str, *, top: int = 10) -> None:
         return
     if mode == "json":
         from dfu_train.results.leaderboard import build_leaderboard, query
+        from dfu_train.results.store import read_manifest, selection_rule
 
-        board = query(build_leaderboard(sweep_dir), top=top, include_partial=True)
+        manifest = read_manifest(sweep_dir)
+        board = query(build_leaderboard(sweep_dir, manifest=manifest), top=top,
+                      rule=selection_rule(manifest), include_partial=True)
         typer.echo(board.to_json(orient="records", indent=1))
         return
     print_board(sweep_dir, top=top)
@@ -219,13 +222,13 @@ def sweep_resume(
     from dfu_train.sweep.plan import plan_sweep
     from dfu_train.sweep.space import parse_sweep
     from dfu_train.results.lease import check_free
-    from dfu_train.results.store import read_manifest, resolve_sweep
+    from dfu_train.results.store import read_manifest, recorded_spec, resolve_sweep
 
     progress = progress.value
     sweep_dir = resolve_sweep(name, storage=storage)
     manifest = read_manifest(sweep_dir)
     check_free(sweep_dir)
-    spec = parse_sweep(manifest["spec"], source=str(sweep_dir / "sweep.json"))
+    spec = parse_sweep(recorded_spec(manifest), source=str(sweep_dir / "sweep.json"))
     plan = plan_sweep(spec, data_root=manifest["data_root"], storage=sweep_dir.parent,
                       name=sweep_dir.name, source=str(sweep_dir / "sweep.json"),
                       cache_dir=cache_dir)
@@ -240,6 +243,9 @@ def sweep_promote(
     top: Annotated[int, typer.Option(help="how many of the best screened configs")] = 3,
     fold_seeds: Annotated[Optional[str], typer.Option(
         help="extra fold seeds, e.g. 1,2: repeated CV under other patient splits")] = None,
+    rule: Annotated[Optional[str], typer.Option(
+        help="selection rule that picks the top configs: mean, mean_minus_std or one_se "
+             "(default: the sweep's)")] = None,
     storage: Storage = "results",
     address: Address = None,
     progress: ProgressMode = ProgressView.auto,
@@ -247,8 +253,9 @@ def sweep_promote(
     mlflow: MlflowUri = None,
     tensorboard: TensorBoard = False,
 ) -> None:
-    """Run the top screened configs on every fold (and extra fold seeds) into the same sweep.
-    Recorded folds are not re-run; running the same promotion again continues it."""
+    """Run the top screened configs (by the selection rule) and the study's recipe on every
+    fold (and extra fold seeds) into the same sweep. Recorded folds are not re-run; running the
+    same promotion again continues it."""
     from dfu_train.results import store
     from dfu_train.results.lease import check_free
     from dfu_train.results.store import resolve_sweep
@@ -259,11 +266,16 @@ def sweep_promote(
     sweep_dir = resolve_sweep(name, storage=storage)
     store.read_manifest(sweep_dir)
     check_free(sweep_dir)
-    plan = plan_promotion(sweep_dir, top=top, fold_seeds=seeds, cache_dir=cache_dir)
+    if rule is not None:
+        from dfu_train.results.selection import checked_rule
+
+        checked_rule(rule)
+    plan = plan_promotion(sweep_dir, top=top, fold_seeds=seeds, cache_dir=cache_dir, rule=rule)
     outcome = _run_watched(plan, address=address, mode=progress, mlflow=mlflow,
                            tensorboard=tensorboard, command="dfu sweep promote")
     again = f"dfu sweep promote {name} --top {top}" + (f" --fold-seeds {fold_seeds}"
-                                                        if fold_seeds else "")
+                                                        if fold_seeds else "") + (
+        f" --rule {rule}" if rule else "")
     _conclude(sweep_dir, outcome, progress, again=_again(again, storage), top=top)
 
 

@@ -21,7 +21,7 @@ from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardS
 
 from dfu_train.config import ForestConfig, MetadataConfig
 from dfu_train.data import schema
-from dfu_train.data.sampling import create_sampler
+from dfu_train.data.sampling import STEP_NAMES, sampler_steps
 from dfu_train.errors import ConfigError, DataError
 
 BMI = "BMI (engineered)"
@@ -83,20 +83,20 @@ def build_pipeline(metadata: MetadataConfig, forest: ForestConfig, *, columns, s
     if metadata.select_k is not None and metadata.select_k < n_features:
         score = partial(mutual_info_classif, random_state=seed)
         steps.append(("select", SelectKBest(score, k=metadata.select_k)))
-    sampler = create_sampler(metadata.sampler, seed=seed)
-    if sampler is not None:
-        steps.append(("resample", sampler))
+    steps += sampler_steps(metadata.sampler, seed=seed)  # samplers act in fit only
     steps.append(("forest", RandomForestClassifier(
         n_estimators=forest.n_estimators, max_depth=forest.max_depth,
-        min_samples_leaf=forest.min_samples_leaf, max_features=forest.max_features,
-        class_weight=None if forest.class_weight == "none" else "balanced",
+        min_samples_split=forest.min_samples_split, min_samples_leaf=forest.min_samples_leaf,
+        max_features=forest.max_features,
+        class_weight=None if forest.class_weight == "none" else forest.class_weight,
         random_state=seed, n_jobs=n_jobs)))
     return Pipeline(steps)
 
 
 # pipeline step parameters that a config key sets under another name
 _CONFIG_KEYS = {("impute", "n_neighbors"): "metadata.imputer_neighbors",
-                ("select", "k"): "metadata.select_k", ("resample", None): "metadata.sampler"}
+                ("select", "k"): "metadata.select_k",
+                **{(step, None): "metadata.sampler" for step in STEP_NAMES}}
 
 
 def check_parameters(metadata: MetadataConfig, forest: ForestConfig) -> None:

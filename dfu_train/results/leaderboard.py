@@ -14,14 +14,15 @@ import pandas as pd
 from dfu_train.errors import ConfigError, did_you_mean
 from dfu_train.location import Location
 from dfu_train.results import store
+from dfu_train.results.selection import STD_WEIGHT, checked_rule, rank_by_rule
 
-COLUMNS = ("config_id", "params", "folds_done", "folds_total", "complete", "fewer_folds",
-           "qwk_mean", "qwk_std", "qwk_folds", "qwk_by_fold", "qwk_screen_mean",
-           "qwk_promoted_mean", "qwk_confirmed_mean", "qwk_confirmed_std", "folds_confirmed",
+COLUMNS = ("config_id", "params", "baseline", "folds_done", "folds_total", "complete",
+           "fewer_folds", "qwk_mean", "qwk_std", "qwk_mean_minus_std", "qwk_folds", "qwk_by_fold",
+           "qwk_screen_mean", "qwk_screen_std", "folds_screened", "qwk_promoted_mean", "qwk_confirmed_mean", "qwk_confirmed_std", "folds_confirmed",
            "optimism", "meta_qwk_mean", "fusion_gain_mean", "accuracy_mean", "macro_f1_mean",
            "pruned", "errors", "last_error", "wall_s", "compute_s", "reused")
 TEXT_COLUMNS = ("config_id", "params", "qwk_folds", "qwk_by_fold", "complete", "fewer_folds",
-                "last_error", "reused")
+                "last_error", "reused", "baseline")
 BASELINE_TEST = "Nadeau-Bengio corrected resampled t-test"
 TRIAL_COLUMNS = ("config_id", "fold_seed", "fold", "qwk", "meta_qwk", "trial_id", "node",
                  "wall_s", "startup_s", "compute_s", "reused", "computed")
@@ -49,6 +50,7 @@ def build_leaderboard(sweep_dir: Location, *, manifest: dict | None = None,
     planned = {entry["config_id"]: entry["params"] for entry in manifest["configs"]}
     for (config_id, _, _), record in records.items():  # proposed by a search algorithm
         planned.setdefault(config_id, record.get("params", {}))
+    baseline = (manifest.get("baseline") or {}).get("config_id")
     screening, promoted = store.screening_folds(manifest), store.promoted_folds(manifest)
     confirmed: dict[str, dict[tuple, dict]] = {}
     for record in store.read_confirmations(sweep_dir, manifest, seen):
@@ -59,24 +61,28 @@ def build_leaderboard(sweep_dir: Location, *, manifest: dict | None = None,
         done = sorted((r for (cid, _, _), r in records.items() if cid == config_id),
                       key=lambda r: (r["fold_seed"], r["fold"]))
         qwks = [r["metrics"]["qwk"] for r in done]
-        screen_qwk = _mean([r["metrics"]["qwk"] for r in done
-                            if (r["fold_seed"], r["fold"]) in screening])
+        screened = [r["metrics"]["qwk"] for r in done if (r["fold_seed"], r["fold"]) in screening]
+        screen_qwk = _mean(screened)
         confirmed_qwks = [r["metrics"]["qwk"] for r in confirmed.get(config_id, {}).values()]
         confirmed_qwk = _mean(confirmed_qwks)
         trials = states.get(config_id, [])
-        folds_total = len(plan.get(config_id, manifest["folds"]))
+        folds_total = len(plan.get(config_id, screening))
         errors = [t["error"] for t in trials if t["status"] == "error"]
         rows.append({
             "config_id": config_id,
             "params": params,
+            "baseline": config_id == baseline,
             "folds_done": len(done),
             "folds_total": folds_total,
             "complete": len(done) >= folds_total,
             "qwk_mean": _mean(qwks),
             "qwk_std": _std(qwks),
+            "qwk_mean_minus_std": _stability(qwks),
             "qwk_folds": qwks,
             "qwk_by_fold": {f"{r['fold_seed']}/{r['fold']}": r["metrics"]["qwk"] for r in done},
             "qwk_screen_mean": screen_qwk,
+            "qwk_screen_std": _std(screened),
+            "folds_screened": len(screened),
             "qwk_promoted_mean": _mean([r["metrics"]["qwk"] for r in done if (
                 r["fold_seed"], r["fold"]) in promoted.get(config_id, ())]),
             "qwk_confirmed_mean": confirmed_qwk,
@@ -105,12 +111,26 @@ def build_leaderboard(sweep_dir: Location, *, manifest: dict | None = None,
     return _ranked(board, "qwk_mean").reset_index(drop=True)
 
 
-def _ranked(board: pd.DataFrame, by: str, *, apart: bool = True) -> pd.DataFrame:
+def screening_board(board: pd.DataFrame) -> pd.DataFrame:
+    """The board as the screening folds alone give it (what promotion ranks by): configs
+    compete on the folds every config ran, not on the folds some got from promotions."""
+    return board.assign(qwk_mean=board["qwk_screen_mean"], qwk_std=board["qwk_screen_std"],
+                        folds_done=board["folds_screened"])
+
+
+def _ranked(board: pd.DataFrame, by: str | None, *, apart: bool = True,
+            rule: str = "mean") -> pd.DataFrame:
     """Complete configs first; among them, those with fewer folds than the best-covered after
-    the others (unless not `apart`); then by `by` (best first; times smallest first)."""
-    keys = ["complete", *(["fewer_folds"] if apart else []), by]
-    ascending = [False, *([True] if apart else []), by in ("wall_s", "compute_s", "qwk_std")]
-    return board.sort_values(keys, ascending=ascending, na_position="last", kind="stable")
+    the others (unless not `apart`); then by `by` (best first; times smallest first), or by the
+    selection `rule` within each of those groups."""
+    keys = ["complete", *(["fewer_folds"] if apart else [])]
+    if by is not None:
+        ascending = [False, *([True] if apart else []), by in ("wall_s", "compute_s", "qwk_std")]
+        return board.sort_values([*keys, by], ascending=ascending, na_position="last",
+                                 kind="stable")
+    groups = sorted(board.groupby(keys, sort=False), key=lambda item: (not item[0][0],
+                                                                       *item[0][1:]))
+    return pd.concat([rank_by_rule(rows, rule) for _, rows in groups]) if groups else board
 
 
 def sweep_status(sweep_dir: Location) -> dict:
@@ -124,7 +144,8 @@ def sweep_status(sweep_dir: Location) -> dict:
               for s in ("finished", "running", "pending", "pruned", "error")}
     counts["planned"] = store.planned_trials(manifest)
     board = query(build_leaderboard(sweep_dir, manifest=manifest, trials=trials,
-                                    all_records=records, seen=seen), include_partial=True)
+                                    all_records=records, seen=seen),
+                  rule=store.selection_rule(manifest), include_partial=True)
     best = None
     if not board.empty and board.iloc[0]["qwk_mean"] == board.iloc[0]["qwk_mean"]:
         top = board.iloc[0]
@@ -162,16 +183,19 @@ def _reuse_counts(records: list[dict]) -> str:
     return ", ".join(f"{kind} {n}/{len(records)}" for kind, n in sorted(counts.items()))
 
 
-def query(board: pd.DataFrame, *, by: str = "qwk_mean", top: int | None = None,
-          include_partial: bool = False, where: tuple[str, ...] = (),
+def query(board: pd.DataFrame, *, by: str | None = None, rule: str = "mean",
+          top: int | None = None, include_partial: bool = False, where: tuple[str, ...] = (),
           fewer_folds_apart: bool = True) -> pd.DataFrame:
-    """Filter and rank. `where` items are FIELD=VALUE on a column or a swept dotted parameter
-    (`matches`). Configs run on fewer folds than the best-covered ones rank after them unless
-    `fewer_folds_apart` is False."""
-    _check_sortable(board, by)
+    """Filter and rank by the selection `rule` (`results.selection`), or by the column `by`.
+    `where` items are FIELD=VALUE on a column or a swept dotted parameter (`matches`). Configs
+    run on fewer folds than the best-covered ones rank after them unless `fewer_folds_apart`
+    is False."""
+    if by is not None:
+        _check_sortable(board, by)
+    checked_rule(rule)
     out = board if include_partial else board[board["complete"]]
     out = filter_rows(out, where, params=True)
-    out = _ranked(out, by, apart=fewer_folds_apart)
+    out = _ranked(out, by, apart=fewer_folds_apart, rule=rule)
     return out.head(top) if top else out
 
 
@@ -266,6 +290,11 @@ def corrected_ttest_p(diffs: list[float], *, test_train_ratio: float) -> float |
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return round(statistics.fmean(values), 4) if values else None
+
+
+def _stability(values) -> float | None:
+    mean, std = _mean(values), _std(values)
+    return None if mean is None else round(mean - STD_WEIGHT * (std or 0.0), 4)
 
 
 def _std(values) -> float | None:

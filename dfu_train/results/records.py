@@ -80,6 +80,7 @@ class PrunedMark(_Shape):
 class CvSection(_Shape):
     n_folds: int = Field(ge=2, le=1000)
     seed: int = Field(ge=0, le=2**32 - 1)
+    seeds: list[int] | None = Field(None, min_length=1, max_length=1000)
 
 
 class SearchSection(_Shape):
@@ -115,6 +116,7 @@ class Manifest(_Shape):
     folds: list[int] = Field(min_length=1)
     configs: list[ConfigEntry]
     promotions: list[Promotion] = []
+    baseline: ConfigEntry | None = None  # the study's recipe, run beside the sweep's configs
     # fold seed (as text) -> the fingerprint of the patients' fold assignment under it
     fold_fingerprints: dict[str, str] = {}
 

@@ -47,8 +47,9 @@ class Figure:
 
 def write_report(sweep_dir: Location, out_dir: Path, *, top: int = 10) -> list[Figure]:
     """Render every plot and `index.html` into `out_dir`; returns the figures written."""
-    board = build_leaderboard(sweep_dir)
-    ranked = query(board, top=None, include_partial=True)
+    manifest = store.read_manifest(sweep_dir)
+    board = build_leaderboard(sweep_dir, manifest=manifest)
+    ranked = query(board, rule=store.selection_rule(manifest), include_partial=True)
     ranked = ranked[ranked["qwk_mean"].notna()]
     if ranked.empty:
         raise ConfigError(f"{sweep_dir}: no finished fold yet, nothing to report")

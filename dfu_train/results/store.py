@@ -96,6 +96,20 @@ def read_manifest(sweep_dir: Location | Path) -> dict:
     return manifest
 
 
+def selection_rule(manifest: dict) -> str:
+    """The rule the sweep ranks its configs by (`selection.rule`; sweeps recorded before there
+    was a choice take today's default)."""
+    from dfu_train.results.selection import DEFAULT_RULE
+
+    return (manifest["spec"].get("selection") or {}).get("rule", DEFAULT_RULE)
+
+
+def recorded_spec(manifest: dict) -> dict:
+    """The sweep file a manifest recorded, as this version reads it: a sweep recorded before
+    sweeps ran the study's recipe beside their configs did not run it (`baseline: false`)."""
+    return {"baseline": False, **manifest["spec"]}
+
+
 def trial_of(tune_config: dict) -> tuple[TrialConfig, dict]:
     """A Tune trial's config and its sampled params: given whole (grid and random search, expanded
     before Ray starts) or as params a search algorithm proposed on top of the base config."""
@@ -118,7 +132,7 @@ def recorded_config(sweep_dir: Location | Path, config_id: str) -> TrialConfig:
     for record in read_fold_results(sweep_dir, manifest=manifest):
         if record["config_id"] == config_id:
             config = TrialConfig.from_dict(record["config"])
-            return config.override({"cv.seed": manifest["spec"]["cv"]["seed"]})
+            return config.override({"cv.seed": sweep_fold_seeds(manifest)[0]})
     raise ConfigError(f"config {config_id} has no finished fold in {Location(sweep_dir).name}")
 
 
@@ -473,9 +487,8 @@ def experiment_keys(manifest: dict, experiment: str) -> list[Key] | None:
     if experiment == TUNE_DIR:
         if not manifest["configs"]:
             return None
-        seed = manifest["spec"]["cv"]["seed"]
         return [(c["config_id"], seed, fold) for c in manifest["configs"]
-                for fold in manifest["folds"]]
+                for seed in sweep_fold_seeds(manifest) for fold in manifest["folds"]]
     for promotion in manifest["promotions"]:
         if promotion["experiment"] == experiment:
             return [(config_id, seed, fold) for config_id in promotion["configs"]
@@ -483,10 +496,15 @@ def experiment_keys(manifest: dict, experiment: str) -> list[Key] | None:
     return []
 
 
+def sweep_fold_seeds(manifest: dict) -> list[int]:
+    """The fold seeds every config of the sweep itself runs on (`cv.seeds`, else `cv.seed`)."""
+    cv = manifest["spec"]["cv"]
+    return list(cv.get("seeds") or [cv["seed"]])
+
+
 def screening_folds(manifest: dict) -> set[tuple[int, int]]:
     """The (fold seed, fold) pairs every config of the sweep itself is planned on."""
-    seed = manifest["spec"]["cv"]["seed"]
-    return {(seed, fold) for fold in manifest["folds"]}
+    return {(seed, fold) for seed in sweep_fold_seeds(manifest) for fold in manifest["folds"]}
 
 
 def promoted_folds(manifest: dict) -> dict[str, set[tuple[int, int]]]:
@@ -503,7 +521,7 @@ def planned_trials(manifest: dict) -> int:
     """How many trials the sweep and its promotions planned (a proposing search counts the
     configs it will propose)."""
     configs = len(manifest["configs"]) or manifest["spec"]["search"]["num_samples"]
-    return configs * len(manifest["folds"]) + sum(
+    return configs * len(screening_folds(manifest)) + sum(
         len(p["configs"]) * len(p["fold_seeds"]) * len(p["folds"])
         for p in manifest["promotions"])
 

@@ -151,7 +151,9 @@ def _fit(plan: SweepPlan, *, on_event, trial_lines: bool, trackers) -> None:
     session = plan_session(plan)
     concurrency = max_concurrent_trials(plan.spec, ray.cluster_resources())
     left = f"{session.n_trials} to run" + (f", {session.done} done before" if session.done else "")
-    on_event(f"sweep {plan.name}: {plan.n_configs} configs x {len(plan.folds)} folds = "
+    seeds = (f" x {len(plan.spec.cv.fold_seeds())} fold seeds"
+             if plan.promotion is None and plan.spec.cv.seeds else "")
+    on_event(f"sweep {plan.name}: {plan.n_configs} configs x {len(plan.folds)} folds{seeds} = "
              f"{plan.n_trials} trials ({left}), up to {concurrency} at once -> {plan.sweep_dir}")
     if session.n_trials == 0:
         if plan.promotion is not None:
@@ -256,11 +258,15 @@ def _param_space(plan: SweepPlan, session: Session) -> dict:
         return {"settings": settings, "fold": plan.folds[0], "params": search_domains(plan.spec)}
     ids = plan.recorded_ids or tuple(c.config_id for c, _ in plan.configs)
     trials = [{"config_id": ids[i], "params": plan.configs[i][1],
-               "config": plan.configs[i][0].to_dict(), "fold": fold}
-              for i, fold in session.pairs]
+               "config": _with_fold_seed(plan.configs[i][0].to_dict(), seed), "fold": fold}
+              for i, seed, fold in session.trials]
     return {"settings": settings, "trial": tune.grid_search(trials)}
 
 
+def _with_fold_seed(config: dict, seed: int) -> dict:
+    return {**config, "cv": {**config["cv"], "seed": seed}}
+
+
 def _trial_dirname(trial) -> str:
-    config_id, _, fold = store.trial_key(trial.config)
-    return f"{config_id}-f{fold}-{trial.trial_id}"
+    config_id, seed, fold = store.trial_key(trial.config)
+    return f"{config_id}-s{seed}-f{fold}-{trial.trial_id}"

@@ -48,6 +48,11 @@ class SweepPlan:
     def folds(self) -> tuple[int, ...]:
         return self.spec.cv.folds()
 
+    def trial_seeds(self, config: TrialConfig) -> tuple[int, ...]:
+        """The fold seeds `config` runs on: the sweep's (`cv.seeds`); a promotion plans each
+        fold seed as a config of its own."""
+        return (config.cv.seed,) if self.promotion is not None else self.spec.cv.fold_seeds()
+
     @property
     def proposes(self) -> bool:
         """True when a search algorithm proposes the configs while the sweep runs; `configs`
@@ -60,7 +65,8 @@ class SweepPlan:
 
     @property
     def n_trials(self) -> int:
-        return self.n_configs * len(self.folds)
+        seeds = 1 if self.promotion is not None else len(self.spec.cv.fold_seeds())
+        return self.n_configs * len(self.folds) * seeds
 
     @property
     def schedule_length(self) -> int:
@@ -94,7 +100,8 @@ class SweepPlan:
 def spec_hash(spec: SweepSpec, cohort_fingerprint: str) -> str:
     """What makes two sweeps the same sweep: the parsed sweep file (defaults filled in) and the
     cohort; not its name, data root or cache settings."""
-    blob = json.dumps([spec.model_dump(mode="json", exclude={"name", "data", "cache"}),
+    blob = json.dumps([spec.model_dump(mode="json", exclude={"name", "data", "cache",
+                                                               "selection"}),
                        cohort_fingerprint], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -110,7 +117,7 @@ def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
         raise ConfigError(f"sweep name {name[:100]!r}: start with a letter or digit, then use "
                           "letters, digits, '-', '_' and '.' only (at most 100)")
     root = Path(data_root or spec.data.root or DEFAULT_DATA_ROOT)
-    configs = tuple(expand_configs(spec))
+    configs = tuple(with_baseline(spec, expand_configs(spec)))
     requested = {m for config, _ in configs for m in config.modalities}
     for values in spec.space.get("modalities", {}).values():  # a search may propose any choice
         requested.update(m for value in values for m in value)
@@ -120,6 +127,19 @@ def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
     cache_dir = checked_cache_dir(spec, storage, cache_dir, source=source)
     _check_writable(storage)
     return SweepPlan(spec, name, sweep_dir, root.resolve(), cohort, configs, cache_dir=cache_dir)
+
+
+def with_baseline(spec: SweepSpec, configs: list) -> list:
+    """The sweep's configs and, unless a search proposes them or the sweep says not to, the
+    study's recipe (`SweepSpec.baseline_config`) after them, shown with the values it takes for
+    the swept parameters it uses. A config of the sweep that is the recipe is not run twice."""
+    baseline = spec.baseline_config()
+    if baseline is None or spec.search.searcher.proposes:
+        return list(configs)
+    if any(config.config_id == baseline.config_id for config, _ in configs):
+        return list(configs)
+    used = baseline.used_names()
+    return [*configs, (baseline, {k: baseline.get(k) for k in spec.space if k in used})]
 
 
 def checked_cache_dir(spec: SweepSpec, storage: Location, cache_dir: str | None, *,
@@ -137,30 +157,35 @@ def checked_cache_dir(spec: SweepSpec, storage: Location, cache_dir: str | None,
 
 
 def plan_promotion(sweep_dir: Location, *, top: int, fold_seeds: tuple[int, ...] = (),
-                   cache_dir: str | None = None) -> SweepPlan:
-    """The top `top` configs of a (screening) sweep on every fold, under the sweep's fold seed
-    and each of `fold_seeds`: trials of a new Tune experiment in the same sweep folder. Folds
-    already recorded are not run again; the same promotion run twice continues the first."""
-    from dfu_train.results.leaderboard import build_leaderboard
+                   cache_dir: str | None = None, rule: str | None = None) -> SweepPlan:
+    """The top `top` configs of a (screening) sweep under `rule` (default: the sweep's) on every
+    fold, under the sweep's fold seeds and each of `fold_seeds`, with the study's recipe beside
+    them (`baseline`): trials of a new Tune experiment in the same sweep folder. Folds already
+    recorded are not run again; the same promotion run twice continues the first."""
+    from dfu_train.results.leaderboard import build_leaderboard, screening_board
+    from dfu_train.results.selection import rank_by_rule
 
     if top < 1:
         raise ConfigError(f"--top must be at least 1 (got {top})")
     manifest = store.read_manifest(sweep_dir)
-    board = build_leaderboard(sweep_dir)
+    spec = parse_sweep(store.recorded_spec(manifest), source=str(sweep_dir / store.MANIFEST))
     # Configs compete on the folds they were screened on, not on folds some got from promotions.
-    board = board[board["qwk_screen_mean"].notna()].sort_values("qwk_screen_mean",
-                                                                ascending=False, kind="stable")
+    board = screening_board(build_leaderboard(sweep_dir))
+    board = rank_by_rule(board[board["qwk_mean"].notna()], rule or spec.selection.rule)
     if board.empty:
         raise ConfigError(f"{sweep_dir}: no finished fold to promote from yet")
-    spec = parse_sweep(manifest["spec"], source=str(sweep_dir / store.MANIFEST))
     cache_dir = checked_cache_dir(spec, sweep_dir.parent, cache_dir,
                                   source=str(sweep_dir / store.MANIFEST))
-    seeds = tuple(dict.fromkeys((spec.cv.seed, *fold_seeds)))
+    seeds = tuple(dict.fromkeys((*spec.cv.fold_seeds(), *fold_seeds)))
     promoted = spec.model_copy(update={
-        "cv": spec.cv.model_copy(update={"run_folds": "all"}),
+        "cv": spec.cv.model_copy(update={"run_folds": "all", "seeds": None}),
         "scheduler": spec.scheduler.model_copy(update={"type": "none"})})
     chosen = list(board["config_id"][:top])
     known = {r["config_id"]: r for r in store.read_fold_results(sweep_dir, manifest=manifest)}
+    if manifest["baseline"] is not None:  # the reference, on the same folds as the promoted
+        known.setdefault(manifest["baseline"]["config_id"], manifest["baseline"])
+        chosen += [manifest["baseline"]["config_id"]] * (manifest["baseline"]["config_id"]
+                                                         not in chosen)
     configs, ids = [], []
     for config_id in chosen:
         config = TrialConfig.from_dict(known[config_id]["config"])
@@ -236,19 +261,29 @@ def write_manifest(plan: SweepPlan) -> None:
         "cohort_fingerprint": plan.cohort.fingerprint,
         "folds": list(plan.folds),
         "fold_fingerprints": fold_fingerprints(plan.cohort, plan.spec.cv.n_folds,
-                                               [plan.spec.cv.seed]),
+                                               plan.spec.cv.fold_seeds()),
         "base_config": plan.spec.base_config().to_dict(),
         "configs": [] if plan.proposes else [
             {"config_id": c.config_id, "params": p, "config": c.to_dict()} for c, p in plan.configs],
+        "baseline": _baseline_entry(plan.spec),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
+
+
+def _baseline_entry(spec: SweepSpec) -> dict | None:
+    baseline = spec.baseline_config()
+    if baseline is None:
+        return None
+    used = baseline.used_names()
+    return {"config_id": baseline.config_id, "config": baseline.to_dict(),
+            "params": {k: baseline.get(k) for k in spec.space if k in used}}
 
 
 def _recorded_spec_hash(manifest: dict) -> str | None:
     """The recorded sweep's hash as this version computes it: a sweep file recorded before a
     setting was added (and so without it) is still the same sweep, with the default filled in."""
     try:
-        return spec_hash(parse_sweep(manifest["spec"], source=store.MANIFEST),
+        return spec_hash(parse_sweep(store.recorded_spec(manifest), source=store.MANIFEST),
                          manifest["cohort_fingerprint"])
     except (ConfigError, KeyError, TypeError):
         return None

@@ -39,8 +39,18 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         shown = "null" if default is None else f"`{default!r}`" if not isinstance(
             default, BaseModel) else "(section)"
         rows.append(f"| `{prefix}{name}` | {_type(field.annotation)} | {shown} | "
-                    f"{_bounds(field)} | {field.description or ''} |")
+                    f"{_bounds(field)} | {_meaning(field)} |")
     return rows
+
+
+def _meaning(field) -> str:
+    """The description, and which way the parameter is simpler (the `one_se` rule)."""
+    simpler = (field.json_schema_extra or {}).get("simpler")
+    if simpler is None:
+        return field.description or ""
+    way = (f"{simpler} values" if isinstance(simpler, str) else
+           "simplest first: " + ", ".join(f"`{v!r}`" for v in simpler))
+    return " ".join(filter(None, [field.description, f"(simpler: {way})"]))
 
 
 def sweep_reference() -> str:
@@ -50,6 +60,10 @@ def sweep_reference() -> str:
            "`tests/test_docs.py` fails when this file is out of date.", "",
            "## Sections", ""]
     header = ["| key | type | default | bounds | meaning |", "|---|---|---|---|---|"]
+    plain = [_rows_for(name, field)[0] for name, field in SweepSpec.model_fields.items()
+             if name not in ("fixed", "space") and not (
+                 isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel))]
+    out += ["### Top-level keys", "", *header, *plain, ""]
     for name, field in SweepSpec.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -83,5 +97,6 @@ def _doc(model: type[BaseModel]) -> list[str]:
 
 def _rows_for(name: str, field) -> list[str]:
     default = field.default
-    return [f"| `{name}` | {_type(field.annotation)} | `{default!r}` | {_bounds(field)} | "
-            f"{field.description or ''} |"]
+    shown = "null" if default is None else f"`{default!r}`"
+    return [f"| `{name}` | {_type(field.annotation)} | {shown} | {_bounds(field)} | "
+            f"{_meaning(field)} |"]

@@ -40,8 +40,8 @@ class Searcher:
                              "use choice")
         if self.proposes and folds != 1:
             raise ValueError(f"search.algorithm {name} proposes one config per trial: screen on "
-                             "one fold (cv.run_folds: [0]) and `dfu sweep promote` the best to "
-                             "all folds")
+                             "one fold of one fold seed (cv.run_folds: [0], no cv.seeds) and "
+                             "`dfu sweep promote` the best to all folds and fold seeds")
 
 
 def _optuna_tpe(seed: int):

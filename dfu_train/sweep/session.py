@@ -20,12 +20,12 @@ from dfu_train.results import store
 
 @dataclass(frozen=True)
 class Session:
-    """The trials of this run. `pairs`: (index into the plan's configs, fold) of a planned
-    sweep; for a proposing search, `samples` configs to propose, after it is told the
+    """The trials of this run. `trials`: (index into the plan's configs, fold seed, fold) of a
+    planned sweep; for a proposing search, `samples` configs to propose, after it is told the
     `evaluated` ones (flat params, QWK) and re-proposes the `unfinished` ones first.
     `checkpoints`: trial key name -> the newest fold checkpoint an unfinished trial left."""
 
-    pairs: tuple[tuple[int, int], ...] = ()
+    trials: tuple[tuple[int, int, int], ...] = ()
     samples: int = 0
     evaluated: tuple[tuple[dict, float], ...] = ()
     unfinished: tuple[dict, ...] = ()
@@ -34,7 +34,7 @@ class Session:
 
     @property
     def n_trials(self) -> int:
-        return len(self.pairs) or self.samples
+        return len(self.trials) or self.samples
 
 
 def plan_session(plan) -> Session:
@@ -50,15 +50,17 @@ def plan_session(plan) -> Session:
     stopped = {config_id for experiment, config_id in store.stopped_configs(pruned)
                if experiment == plan.experiment}  # a scheduler's decision stays made
     ids = plan.recorded_ids or tuple(c.config_id for c, _ in plan.configs)
-    pairs, todo = [], []
+    trials, todo, planned = [], [], 0
     for index, (config_id, (config, _)) in enumerate(zip(ids, plan.configs)):
-        for fold in plan.folds:
-            key = (config_id, config.cv.seed, fold)
-            if key not in ended and config_id not in stopped:
-                pairs.append((index, fold))
-                todo.append(key)
-    return Session(pairs=tuple(pairs), checkpoints=_checkpoints(plan.sweep_dir, todo, folders),
-                   done=len(ids) * len(plan.folds) - len(pairs))
+        for seed in plan.trial_seeds(config):
+            for fold in plan.folds:
+                key = (config_id, seed, fold)
+                planned += 1
+                if key not in ended and config_id not in stopped:
+                    trials.append((index, seed, fold))
+                    todo.append(key)
+    return Session(trials=tuple(trials), checkpoints=_checkpoints(plan.sweep_dir, todo, folders),
+                   done=planned - len(trials))
 
 
 def _proposing_session(plan, manifest: dict, folders, all_records: list[dict],

@@ -21,8 +21,9 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 from ray import tune
 
-from dfu_train.config import MAX_SEED, TrialConfig, check_runnable
+from dfu_train.config import MAX_SEED, TrialConfig, check_runnable, study_recipe
 from dfu_train.errors import ConfigError, did_you_mean, quoted
+from dfu_train.results.selection import DEFAULT_RULE, SELECTION_RULES
 from dfu_train.sweep.search import SCHEDULERS, SEARCHERS, Searcher, registered
 from dfu_train.yaml_files import read_yaml
 
@@ -43,6 +44,23 @@ class CVSection(_Section):
     seed: int = Field(42, ge=0, le=MAX_SEED, description="the fold assignment's seed")
     run_folds: Literal["all"] | tuple[int, ...] = Field(
         "all", description="'all', or a screening list of fold indices")
+    seeds: tuple[int, ...] | None = Field(
+        None, description="repeated CV: every config runs on the folds of each of these fold "
+                          "seeds (in place of `seed`), so it is ranked over several patient splits")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value):
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("the list of fold seeds is empty; leave it out to use `seed`")
+        for seed in value:
+            if not 0 <= seed <= MAX_SEED:
+                raise ValueError(f"fold seed {seed} is outside 0..{MAX_SEED}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a fold seed is listed twice: {list(value)}")
+        return tuple(value)
 
     @field_validator("run_folds")
     @classmethod
@@ -59,6 +77,10 @@ class CVSection(_Section):
 
     def folds(self) -> tuple[int, ...]:
         return tuple(range(self.n_folds)) if self.run_folds == "all" else self.run_folds
+
+    def fold_seeds(self) -> tuple[int, ...]:
+        """The fold seeds every config runs on: `seeds`, else `seed` alone."""
+        return self.seeds or (self.seed,)
 
 
 class SearchSection(_Section):
@@ -120,6 +142,18 @@ class CacheSection(_Section):
                              "STORAGE/cache; outside the storage also name it with --cache-dir")
 
 
+class SelectionSection(_Section):
+    """How the leaderboard ranks configs, and which `promote` and `--export-best` take
+    (`results.selection`); `--rule` on those commands overrides it."""
+
+    rule: str = Field(DEFAULT_RULE, description=", ".join(SELECTION_RULES))
+
+    @field_validator("rule")
+    @classmethod
+    def _known_rule(cls, value):
+        return registered(value, SELECTION_RULES, "selection rule")
+
+
 class SweepSpec(_Section):
     """A whole sweep file."""
 
@@ -130,6 +164,9 @@ class SweepSpec(_Section):
     scheduler: SchedulerSection = SchedulerSection()
     resources: ResourcesSection = ResourcesSection()
     cache: CacheSection = CacheSection()
+    selection: SelectionSection = SelectionSection()
+    baseline: bool = Field(True, description="run the earlier study's metadata recipe beside the "
+                           "configs (sweeps that use metadata), paired on the same folds")
     fixed: dict[str, Any] = {}
     space: dict[str, dict[str, Any]] = {}
 
@@ -157,14 +194,22 @@ class SweepSpec(_Section):
         self.search.searcher.check(
             self.search.algorithm, grid=sorted(k for k, d in domains.items() if isinstance(d, list)),
             random=sorted(k for k, d in domains.items() if not isinstance(d, list)),
-            folds=len(self.cv.folds()))
+            folds=len(self.cv.folds()) * len(self.cv.fold_seeds()))
         if self.resources.gpus_per_trial > 0 and not self.resources.use_train:
             raise ValueError("resources.gpus_per_trial needs resources.use_train: true")
         return self
 
+    def baseline_config(self) -> TrialConfig | None:
+        """The study's recipe on this sweep's folds, when the sweep uses metadata and wants it."""
+        base = self.base_config()
+        uses_metadata = "metadata" in base.modalities or any(
+            "metadata" in value for values in self.space.get("modalities", {}).values()
+            for value in values)
+        return study_recipe(base) if self.baseline and uses_metadata else None
+
     def base_config(self) -> TrialConfig:
         """The config every trial starts from: defaults, the fixed values and the sweep's cv."""
-        values = {**self.fixed, "cv.n_folds": self.cv.n_folds, "cv.seed": self.cv.seed}
+        values = {**self.fixed, "cv.n_folds": self.cv.n_folds, "cv.seed": self.cv.fold_seeds()[0]}
         return TrialConfig().override(values)
 
 
