@@ -29,7 +29,10 @@ def test_result_holds_exactly_the_validation_samples_and_provenance(cohort):
     assert result.cohort_fingerprint == cohort.fingerprint
     assert len(result.fold_fingerprint) == 16
     assert {"torch", "scikit-learn", "ray", "git_revision", "dfu_train"} <= set(result.versions)
-    assert set(result.metrics) == {"qwk", "row_qwk", "accuracy", "macro_f1", "f1_I", "f1_P", "f1_R"}
+    assert set(result.metrics) == {
+        "qwk", "row_qwk", "accuracy", "macro_f1", "f1_I", "f1_P", "f1_R", "weighted_f1",
+        "sensitivity_I", "sensitivity_P", "sensitivity_R", "specificity_I", "specificity_P",
+        "specificity_R", "roc_auc", "qwk_imaged", "n_imaged"}
     assert result.config_id == CONFIG.config_id
 
 

@@ -15,7 +15,8 @@ from dfu_train.errors import ConfigError
 
 @user_errors
 def fold_command(
-    config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best) or 'default'")],
+    config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best), "
+                                          "`default` or `baseline` (the study's recipe)")],
     fold: Annotated[int, typer.Option("--fold", min=0)],
     data_root: DataRoot = DEMO_DATA,
     jobs: Jobs = -1,
@@ -40,6 +41,29 @@ def fold_command(
                   f"macro F1 {result.metrics['macro_f1']:.3f}")
 
 
+def _print_clinical(summary: dict) -> None:
+    """The patient-bootstrap interval and the clinical metrics of a CV summary."""
+    from dfu_train.data.schema import CLASS_NAMES
+
+    interval = summary.get("qwk_ci95")
+    if interval is not None:
+        boot = summary["bootstrap"]
+        out.print(f"  pooled qwk {fmt_number(summary['qwk_pooled'])}, 95% CI "
+                  f"[{fmt_number(interval[0])}, {fmt_number(interval[1])}] "
+                  f"({boot['resamples']} resamples of {boot['patients']} patients)")
+    out.print(f"  accuracy {fmt_number(summary['accuracy_mean'])}, macro F1 "
+              f"{fmt_number(summary['macro_f1_mean'])}, weighted F1 "
+              f"{fmt_number(summary['weighted_f1_mean'])}, ROC AUC (one-vs-rest) "
+              f"{fmt_number(summary['roc_auc_mean'])}")
+    for kind in ("sensitivity", "specificity"):
+        values = ", ".join(f"{name} {fmt_number(summary[f'{kind}_{name}_mean'])}"
+                           for name in CLASS_NAMES)
+        out.print(f"  {kind}: {values}")
+    if summary.get("qwk_imaged_mean") is not None:
+        out.print(f"  qwk on samples with every image modality "
+                  f"{fmt_number(summary['qwk_imaged_mean'])}")
+
+
 def _print_report(metrics: dict, checkpoint) -> None:
     err.print(f"  {metrics['stage']} progress {metrics['progress']}: "
               f"val_qwk {fmt_number(metrics.get('val_qwk'))}")
@@ -47,7 +71,8 @@ def _print_report(metrics: dict, checkpoint) -> None:
 
 @user_errors
 def cv_command(
-    config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best) or 'default'")],
+    config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best), "
+                                          "`default` or `baseline` (the study's recipe)")],
     data_root: Annotated[Optional[Path], typer.Option(
         "--data-root", envvar="DFU_DATA_ROOT",
         help="cohort folder (default: the sweep's with --sweep, else results/demo-data)")] = None,
@@ -102,7 +127,7 @@ def cv_command(
 
         folds = run_cv(trial, cohort, seeds=seeds, n_jobs=jobs, cache=cache, done=recorded,
                        on_fold=finished, config_id=confirmation and confirmation.config_id)
-    summary = summarize_cv(trial, seeds, folds)
+    summary = summarize_cv(trial, seeds, folds, cohort=cohort)
     if confirmation is not None:
         summary["config_id"] = confirmation.config_id  # as the sweep recorded it
     if screening is not None:
@@ -115,6 +140,7 @@ def cv_command(
         return
     out.print(f"config {trial.config_id}: qwk {fmt_number(summary['qwk_mean'])} +/- "
               f"{fmt_number(summary['qwk_std'])} over {len(folds)} folds")
+    _print_clinical(summary)
     if screening is not None:
         out.print(f"sweep {sweep}: screened {fmt_number(screening)}, confirmed "
                   f"{fmt_number(summary['qwk_mean'])}: optimism {fmt_number(summary['optimism'])} "

@@ -25,9 +25,10 @@ from dfu_train.data.cohort import Cohort
 from dfu_train.data.folds import assign_folds, fold_fingerprint, split
 from dfu_train.metadata.features import build_pipeline
 from dfu_train.metadata.forest import fit_forest_outputs
-from dfu_train.training.metrics import classification_metrics
+from dfu_train.training.metrics import classification_metrics, kappa
 from dfu_train.data.rows import fold_rows, image_crops
 from dfu_train.training.checkpoint import FoldCheckpoint
+from dfu_train.training.decoding import DECODERS, fit_decoder
 from dfu_train.training.model import build_model
 from dfu_train.training.schedule import schedule_length
 from dfu_train.training.stages import ImageStages
@@ -92,6 +93,11 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
     results has done so before a scheduler that listens to reports could stop the trial.
     `config_id`: the id to record the fold under, when a sweep planned the config under another
     (an id given by an earlier version); default `config.config_id`.
+
+    The recorded metrics decode probabilities with `config.decode`, fitted on the training part
+    only (recorded in `stages["decode"]`); `meta_qwk` decodes the forest's with the same rule
+    fitted on the forest's own out-of-fold training probabilities. Reports during training (and
+    so early stopping and rungs) score argmax throughout.
     """
     config_id = config_id or config.config_id
     started = time.perf_counter()
@@ -129,7 +135,7 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
                            "forest": config.forest.model_dump(mode="json"), "seed": config.seed},
                 fit, dump=dump_arrays, load=load_arrays, label=f"fold {fold}")
             train_rf, val_rf = outputs["train"], outputs["val"]
-        meta_qwk = classification_metrics(y_val, val_rf)["qwk"]
+        meta_qwk = kappa(y_val, val_rf.argmax(axis=1))  # what training reports: argmax
         stages["forest"] = {"seconds": round(time.perf_counter() - started, 3),
                             "reused": any(a.startswith("forest") for a in cache.reused)}
         progress = 1
@@ -139,7 +145,7 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
         if resume is None:
             report({"progress": progress, "stage": "forest", "val_qwk": meta_qwk,
                     "meta_qwk": meta_qwk, "fusion_epochs": 0, "fused_qwk": meta_qwk}, checkpoint)
-    proba, row_qwk = val_rf, None
+    proba, row_qwk, imaged, train_proba = val_rf, None, None, train_rf
     if config.image_modalities:
         model = build_model(config).to(device)
         if config.train.channels_last and device.type == "cuda":
@@ -154,12 +160,29 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
             train=fold_rows(cohort, modalities, train_idx, train_rf, crops),
             val=fold_rows(cohort, modalities, val_idx, val_rf, crops),
             val_fallback=val_rf, val_labels=y_val, meta_qwk=meta_qwk,
-            forest_state=forest_state, config_id=config_id)
+            forest_state=forest_state, config_id=config_id, train_fallback=train_rf)
         runner.run(model, first_progress=progress, resume=resume)
         proba, row_qwk = runner.final_predictions(model)
+        decode_started = time.perf_counter()
+        if DECODERS[config.decode].learns:
+            train_proba = runner.train_predictions(model)
+        imaged = np.zeros(len(val_idx), dtype=bool)
+        imaged[runner.val.sample_pos] = True
         stages = {**stages, **runner.stages}
         progress = schedule_length(config)
-    metrics = {**classification_metrics(y_val, proba), "row_qwk": row_qwk}
+    else:
+        decode_started = time.perf_counter()
+    decoder = fit_decoder(config.decode, train_proba, y_train)
+    stages["decode"] = decoder.describe()
+    if config.uses_metadata:
+        meta_decoder = (fit_decoder(config.decode, train_rf, y_train)
+                        if config.image_modalities else decoder)
+        meta_qwk = kappa(y_val, meta_decoder.predict(val_rf))
+        stages["decode"]["meta"] = meta_decoder.describe()
+    stages["decode"]["seconds"] = round(time.perf_counter() - decode_started, 3)
+    y_pred = decoder.predict(proba)
+    metrics = {**classification_metrics(y_val, proba, y_pred=y_pred), "row_qwk": row_qwk,
+               **imaged_metrics(y_val, y_pred, imaged)}
     qwk = metrics["qwk"]
     result = FoldResult(
         config_id=config_id, config=config.to_dict(), fold=fold, fold_seed=config.cv.seed,
@@ -179,6 +202,18 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
         on_result(result)
     report.finish(result.final_report())
     return result
+
+
+def imaged_metrics(y_val: np.ndarray, y_pred: np.ndarray,
+                   imaged: np.ndarray | None) -> dict[str, float | int | None]:
+    """QWK over the validation samples that have every image modality of the trial, the
+    population an image-only study scores (the others fall back to the forest or the prior);
+    None for a metadata-only trial, where no sample is scored through images."""
+    if imaged is None:
+        return {"qwk_imaged": None, "n_imaged": None}
+    n_imaged = int(imaged.sum())
+    return {"qwk_imaged": kappa(y_val[imaged], y_pred[imaged]) if n_imaged else None,
+            "n_imaged": n_imaged}
 
 
 class _Deferred:

@@ -32,7 +32,7 @@ from dfu_train.training.checkpoint import FoldCheckpoint
 from dfu_train.training.freezing import set_trainable, unfreeze_top
 from dfu_train.training.loop import LoopSettings, LoopState, fit_epochs
 from dfu_train.training.losses import FocalLoss, MixupLoss, inverse_frequency_alpha
-from dfu_train.training.metrics import classification_metrics
+from dfu_train.training.metrics import kappa
 from dfu_train.training.model import weights_fingerprint
 from dfu_train.training.schedule import epoch_seed, schedule
 
@@ -116,6 +116,7 @@ class ImageStages:
     cache: ArtifactCache = field(default_factory=ArtifactCache.off)
     cache_parts: dict = field(default_factory=dict)  # what identifies the data: cohort and folds
     config_id: str = ""  # the id the fold is recorded under (default: the config's)
+    train_fallback: np.ndarray | None = None  # (train samples, 3): for `train_predictions`
     stages: dict = field(default_factory=dict)
     data_seconds: float = 0.0
 
@@ -312,9 +313,11 @@ class ImageStages:
                 yield inputs, labels
 
     def _row_proba(self, module: nn.Module, modalities, with_rf: bool,
-                   loss: nn.Module | None = None) -> tuple[np.ndarray, float]:
-        """Validation row probabilities of `module` (and the mean row loss, given `loss`)."""
-        rows = self.val
+                   loss: nn.Module | None = None,
+                   rows: RowSet | None = None) -> tuple[np.ndarray, float]:
+        """Row probabilities of `module` on `rows` (default: validation), never augmented (and
+        the mean row loss, given `loss`)."""
+        rows = self.val if rows is None else rows
         row_proba = np.zeros((len(rows), 3))
         total = 0.0
         for start in range(0, len(rows), EVAL_BATCH):
@@ -328,19 +331,35 @@ class ImageStages:
 
     def _evaluate(self, module: nn.Module, modalities, with_rf: bool,
                   loss: nn.Module | None = None) -> tuple[float, float]:
-        """Sample-level validation QWK (0 where undefined) and mean row loss."""
+        """Sample-level validation QWK (0 where undefined) and mean row loss. Always of argmax
+        predictions, whatever `decode` says: early stopping and the scheduler's rungs compare
+        epochs and trials on one rule, and a decoder is fitted only once the model is final."""
         row_proba, val_loss = self._row_proba(module, modalities, with_rf, loss)
         proba = sample_proba(row_proba, self.val.sample_pos, self.val_fallback)
-        qwk = classification_metrics(self.val_labels, proba)["qwk"]
+        qwk = kappa(self.val_labels, proba.argmax(axis=1))
         return (qwk if qwk is not None else 0.0), val_loss
 
     def final_predictions(self, model: MultimodalModel) -> tuple[np.ndarray, float | None]:
-        """The trained model's sample probabilities and its row-level QWK."""
+        """The trained model's sample probabilities and its row-level QWK (argmax of each row,
+        as the earlier study scored rows)."""
         model.eval()
         with torch.no_grad():
             row_proba, _ = self._row_proba(model, model.modalities, True)
-        row_qwk = (classification_metrics(self.val.labels.numpy(), row_proba)["qwk"]
+        row_qwk = (kappa(self.val.labels.numpy(), row_proba.argmax(axis=1))
                    if len(self.val) else None)
         return sample_proba(row_proba, self.val.sample_pos, self.val_fallback), row_qwk
+
+    def train_predictions(self, model: MultimodalModel) -> np.ndarray:
+        """The trained model's training-sample probabilities, made as `final_predictions` makes
+        validation ones (eval mode, no augmentation, rows averaged per sample; a sample without
+        images keeps its `train_fallback` row): what a decoder is fitted on, so it never sees a
+        validation row. In-sample for the image weights, out-of-fold for the forest input."""
+        if self.train_fallback is None:
+            raise ValueError("train_predictions needs train_fallback (the training samples' "
+                             "forest or prior probabilities)")
+        model.eval()
+        with torch.no_grad():
+            row_proba, _ = self._row_proba(model, model.modalities, True, rows=self.train)
+        return sample_proba(row_proba, self.train.sample_pos, self.train_fallback)
 
 
