@@ -121,8 +121,11 @@ def test_leaderboard_json_carries_the_contract_fields(finished_sweep, tmp_path):
     assert len(rows) == 3  # the two swept configs and the study's recipe beside them
     for field in ("config_id", "params", "folds_done", "folds_total", "qwk_mean", "qwk_std",
                   "qwk_folds", "meta_qwk_mean", "fusion_gain_mean", "wall_s", "compute_s",
-                  "baseline", "baseline_diff", "rule"):
+                  "baseline", "baseline_diff", "rule", "weighted_f1_mean", "roc_auc_mean",
+                  "sensitivity_I_mean", "specificity_R_mean", "qwk_imaged_mean", "row_qwk_mean"):
         assert field in rows[0]
+    assert all(0 <= r["weighted_f1_mean"] <= 1 and 0 <= r["roc_auc_mean"] <= 1 for r in rows)
+    assert rows[0]["qwk_imaged_mean"] is None  # metadata-only configs score every sample
     scores = [r["qwk_mean"] - 0.5 * (r["qwk_std"] or 0) for r in rows]  # the default rule
     assert scores == sorted(scores, reverse=True) and {r["rule"] for r in rows} == {
         "mean_minus_std"}

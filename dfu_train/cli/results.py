@@ -162,7 +162,9 @@ def _board_table(board, title: str, *, out_file: Path | None = None, ranked: str
     table = Table(title=f"leaderboard {title}" + (f", ranked {ranked}" if ranked else ""))
     paired = "baseline_diff" in board.columns and not board.empty
     staged = board["qwk_promoted_mean"].notna().any() or board["qwk_confirmed_mean"].notna().any()
-    for column in ("#", "config", "QWK mean ± std", "folds", "meta QWK", "macro F1",
+    imaged = board["qwk_imaged_mean"].notna().any()  # the samples the earlier study scored
+    for column in ("#", "config", "QWK mean ± std", "folds", "meta QWK",
+                   *(("imaged QWK", "row QWK") if imaged else ()), "macro F1", "AUC",
                    *(("screened", "promoted", "confirmed", "optimism") if staged else ()),
                    *(("Δ vs baseline (p)",) if paired else ()), "reused"):
         table.add_column(column, no_wrap=True)
@@ -179,7 +181,10 @@ def _board_table(board, title: str, *, out_file: Path | None = None, ranked: str
         extra = (f"{fmt_number(row.baseline_diff)} ({fmt_number(row.baseline_p)})",) if paired else ()
         config = row.config_id + (" baseline" if row.baseline else "")
         table.add_row(str(rank), config, f"{fmt_number(row.qwk_mean)} ± {fmt_number(row.qwk_std)}",
-                      folds, fmt_number(row.meta_qwk_mean), fmt_number(row.macro_f1_mean), *stages, *extra,
+                      folds, fmt_number(row.meta_qwk_mean),
+                      *((fmt_number(row.qwk_imaged_mean), fmt_number(row.row_qwk_mean))
+                        if imaged else ()),
+                      fmt_number(row.macro_f1_mean), fmt_number(row.roc_auc_mean), *stages, *extra,
                       row.reused or "-", params)
     _print_table(table, out_file)
     if paired:

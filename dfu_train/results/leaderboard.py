@@ -11,15 +11,20 @@ import statistics
 
 import pandas as pd
 
+from dfu_train.data.schema import CLASS_NAMES
 from dfu_train.errors import ConfigError, did_you_mean
 from dfu_train.location import Location
 from dfu_train.results import store
 from dfu_train.results.selection import STD_WEIGHT, checked_rule, rank_by_rule
 
+# what clinicians report beside QWK; records written before they were recorded give None
+CLINICAL = ("weighted_f1", "roc_auc", *(f"{kind}_{name}" for kind in ("sensitivity", "specificity")
+                                        for name in CLASS_NAMES))
 COLUMNS = ("config_id", "params", "baseline", "folds_done", "folds_total", "complete",
            "fewer_folds", "qwk_mean", "qwk_std", "qwk_mean_minus_std", "qwk_folds", "qwk_by_fold",
            "qwk_screen_mean", "qwk_screen_std", "folds_screened", "qwk_promoted_mean", "qwk_confirmed_mean", "qwk_confirmed_std", "folds_confirmed",
-           "optimism", "meta_qwk_mean", "fusion_gain_mean", "accuracy_mean", "macro_f1_mean",
+           "optimism", "meta_qwk_mean", "fusion_gain_mean", "qwk_imaged_mean", "row_qwk_mean",
+           "accuracy_mean", "macro_f1_mean", *(f"{m}_mean" for m in CLINICAL),
            "pruned", "errors", "last_error", "wall_s", "compute_s", "reused")
 TEXT_COLUMNS = ("config_id", "params", "qwk_folds", "qwk_by_fold", "complete", "fewer_folds",
                 "last_error", "reused", "baseline")
@@ -92,8 +97,11 @@ def build_leaderboard(sweep_dir: Location, *, manifest: dict | None = None,
                          if screen_qwk is not None and confirmed_qwk is not None else None),
             "meta_qwk_mean": _mean([r["meta_qwk"] for r in done]),
             "fusion_gain_mean": _mean([r["fusion_gain"] for r in done]),
+            "qwk_imaged_mean": _mean([r["metrics"].get("qwk_imaged") for r in done]),
+            "row_qwk_mean": _mean([r["metrics"].get("row_qwk") for r in done]),
             "accuracy_mean": _mean([r["metrics"]["accuracy"] for r in done]),
             "macro_f1_mean": _mean([r["metrics"]["macro_f1"] for r in done]),
+            **{f"{m}_mean": _mean([r["metrics"].get(m) for r in done]) for m in CLINICAL},
             "pruned": sum(t["status"] == "pruned" for t in trials),
             "errors": len(errors),
             "last_error": errors[-1] if errors else None,
