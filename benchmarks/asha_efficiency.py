@@ -37,6 +37,7 @@ from dfu_train.data.cohort import load_cohort
 from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
 from dfu_train.sweep.fold_asha import FoldAwareASHA
 from dfu_train.sweep.replay import replay
+from dfu_train.sweep.search import SCHEDULERS
 from dfu_train.sweep.space import expand_configs, parse_sweep
 from dfu_train.training.fold import run_fold
 from dfu_train.training.schedule import fusion_length
@@ -170,7 +171,10 @@ def main() -> None:
         print(f"seed {seed}: full run {total} fusion epochs in {run['seconds']:.0f} s; best "
               f"{max(full.values()):.3f}, spread {max(full.values()) - min(full.values()):.3f}")
         for name, make in schedulers.items():
-            ran = replay(make(run["horizon"]), curves, workers=args.workers)
+            order = curves
+            if SCHEDULERS[name].folds_first:  # the order a sweep runs its trials in (`session`)
+                order = {key: curves[key] for key in sorted(curves, key=lambda k: k[1:])}
+            ran = replay(make(run["horizon"]), order, workers=args.workers)
             row = judge(ran, curves, fold_qwk, full, folds)
             row["share"] = row["epochs"] / total
             rows[name].append(row)

@@ -130,3 +130,37 @@ def test_a_config_with_a_fold_run_to_its_end_is_not_stopped_any_more():
                                                              "fused_qwk": 0.1})
     assert decision == "CONTINUE" and "aaaaaa" not in scheduler.stopped
     assert scheduler.score("aaaaaa", 1) < 0  # it trails: without its finished fold, it would stop
+
+
+def test_a_config_that_passed_a_rung_early_stops_once_later_configs_outrank_it():
+    """Config 0 reaches the first rung alone and passes; as better configs arrive there, its
+    score falls below the cutoff and it stops at its next report, before the next rung."""
+    scheduler = FoldAwareASHA(max_t=20, grace_period=2, reduction_factor=2)
+    trials = {c: ReplayTrial((f"{c:06x}", 42, 0), f"t{c}") for c in range(4)}
+    controller = ReplayController(list(trials.values()))
+
+    def report(c: int, epoch: int, value: float) -> str:
+        return scheduler.on_trial_result(controller, trials[c], {
+            "fusion_epochs": epoch, "fused_qwk": value, "progress": epoch})
+
+    assert report(0, 2, 0.30) == "CONTINUE"  # alone at the rung: nothing to compare with
+    for c, value in ((1, 0.40), (2, 0.45), (3, 0.50)):
+        report(c, 2, value)
+    assert report(0, 3, 0.31) == "STOP" and "000000" in scheduler.stopped
+    assert report(3, 3, 0.51) == "CONTINUE"
+
+
+def test_fold_asha_sweeps_run_the_first_fold_of_every_config_first(tmp_path, synthetic_root):
+    from dfu_train.sweep.plan import plan_sweep, write_manifest
+    from dfu_train.sweep.session import plan_session
+    from dfu_train.sweep.space import parse_sweep
+
+    spec = {"name": "order", "cv": {"n_folds": 3}, "search": {"algorithm": "grid"},
+            "baseline": False, "fixed": {"modalities": ["metadata"]},
+            "space": {"forest.max_depth": {"grid": [2, 3, 4]}}}
+    for scheduler, expected in (("fold-asha", [0, 0, 0, 1, 1, 1, 2, 2, 2]),
+                                ("none", [0, 1, 2] * 3)):
+        plan = plan_sweep(parse_sweep({**spec, "name": scheduler, "scheduler": {
+            "type": scheduler}}), data_root=synthetic_root, storage=tmp_path)
+        write_manifest(plan)
+        assert [fold for _, _, fold in plan_session(plan).trials] == expected

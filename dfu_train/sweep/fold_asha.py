@@ -56,6 +56,7 @@ class FoldAwareASHA(FIFOScheduler):
         self.values: dict[int, dict[tuple[int, int], dict[str, float]]] = {r: {} for r in self.rungs}
         self.stopped: set[str] = set()
         self.finished: set[str] = set()  # configs with a fold run to its end: never stopped
+        self._cutoffs: dict[int, float | None] = {}
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         config_id, seed, fold = store.trial_key(trial.config)
@@ -64,8 +65,12 @@ class FoldAwareASHA(FIFOScheduler):
         if result.get("final"):
             self._record(config_id, (seed, fold), result, up_to=math.inf)
             return TrialScheduler.CONTINUE
-        reached = self._record(config_id, (seed, fold), result, up_to=result.get(TIME_ATTR, 0))
-        if reached and config_id not in self.finished and not self._keeps(config_id, reached[-1]):
+        epochs = result.get(TIME_ATTR, 0)
+        self._record(config_id, (seed, fold), result, up_to=epochs)
+        passed = [rung for rung in self.rungs if rung <= epochs]
+        # judged at the last rung passed, again at every report: a config that passed a rung
+        # early, before most configs got there, stops once it falls below the rung's cutoff
+        if passed and config_id not in self.finished and not self._keeps(config_id, passed[-1]):
             self.stopped.add(config_id)
             return self._stop(trial, result)
         return TrialScheduler.CONTINUE
@@ -89,6 +94,7 @@ class FoldAwareASHA(FIFOScheduler):
         for rung in self.rungs:
             if rung <= up_to and config_id not in self.values[rung].setdefault(fold, {}):
                 self.values[rung][fold][config_id] = float(value)
+                self._cutoffs.pop(rung, None)
                 reached.append(rung)
         return reached
 
@@ -104,12 +110,19 @@ class FoldAwareASHA(FIFOScheduler):
     def _keeps(self, config_id: str, rung: int) -> bool:
         """ASHA's rule on the configs' scores: below the (1 - 1/reduction_factor) quantile of
         the scores at the rung, the config stops."""
-        configs = {c for by_config in self.values[rung].values() for c in by_config}
-        scores = [s for s in (self.score(c, rung) for c in configs) if s is not None]
-        own = self.score(config_id, rung)
-        if own is None or len(scores) < 2:
-            return True
-        return own >= float(np.percentile(scores, 100 * (1 - 1 / self.reduction_factor)))
+        own, cutoff = self.score(config_id, rung), self._cutoff(rung)
+        return own is None or cutoff is None or own >= cutoff
+
+    def _cutoff(self, rung: int) -> float | None:
+        """The rung's cutoff, kept until a value lands at the rung (it is asked at every
+        report); None while fewer than two configs have a score there."""
+        if rung not in self._cutoffs:
+            configs = {c for by_config in self.values[rung].values() for c in by_config}
+            scores = [s for s in (self.score(c, rung) for c in configs) if s is not None]
+            quantile = 100 * (1 - 1 / self.reduction_factor)
+            self._cutoffs[rung] = (float(np.percentile(scores, quantile))
+                                   if len(scores) >= 2 else None)
+        return self._cutoffs[rung]
 
     def _stop(self, trial: Trial, result: dict | None) -> str:
         if self.on_stop is not None:

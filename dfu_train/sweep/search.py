@@ -68,6 +68,9 @@ class Scheduler:
 
     description: str
     build: Callable[[Any, int, int], Any]
+    # run the first fold of every config before any config's second: a scheduler that stops
+    # configs then stops most of them before their other folds start
+    folds_first: bool = False
 
 
 def _fifo(section, schedule_length: int, fusion_length: int):
@@ -108,7 +111,8 @@ def _asha(section, schedule_length: int, fusion_length: int):
 SCHEDULERS = MappingProxyType({
     "fold-asha": Scheduler("ASHA over configs on the fused QWK per fusion epoch: each fold's "
                            "result is judged against other configs on the same fold, and a "
-                           "config that trails stops on every fold at once", _fold_asha),
+                           "config that trails stops on every fold at once", _fold_asha,
+                           folds_first=True),
     "none": Scheduler("every trial runs its whole schedule (FIFO)", _fifo),
     "asha": Scheduler("plain ASHA on `progress` over trials, whatever their fold (for "
                       "reference: it stops hard folds rather than weak configs)", _asha),

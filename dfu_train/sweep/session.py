@@ -16,6 +16,7 @@ from typing import Any
 
 from dfu_train.location import Location
 from dfu_train.results import store
+from dfu_train.sweep.search import SCHEDULERS
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ def plan_session(plan) -> Session:
                 if key not in ended and config_id not in stopped:
                     trials.append((index, seed, fold))
                     todo.append(key)
+    if SCHEDULERS[plan.spec.scheduler.type].folds_first:
+        seeds = {seed: i for i, seed in enumerate(dict.fromkeys(t[1] for t in trials))}
+        trials.sort(key=lambda t: (seeds[t[1]], t[2]))  # stable: configs in order per fold
     return Session(trials=tuple(trials), checkpoints=_checkpoints(plan.sweep_dir, todo, folders),
                    done=planned - len(trials))
 
