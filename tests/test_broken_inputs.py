@@ -24,7 +24,7 @@ from dfu_train.data.images import read_frame
 runner = CliRunner()
 META, DEPTH, THERMAL = schema.METADATA_CSV, schema.BBOX_DEPTH_CSV, schema.BBOX_THERMAL_CSV
 VALID_SWEEP = {
-    "name": "broken", "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "random",
+    "name": "broken", "baseline": False, "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "random",
                                                                     "num_samples": 2},
     "scheduler": {"type": "none"}, "resources": {"use_train": False},
     "fixed": {"modalities": ["metadata", "thermal_map"], "image.size": 16,

@@ -103,7 +103,7 @@ def test_storage_takes_folders_file_uris_and_bucket_uris(tmp_path):
 
 
 SWEEP = {
-    "name": "on-bucket", "cv": {"n_folds": 2, "run_folds": "all"},
+    "name": "on-bucket", "baseline": False, "cv": {"n_folds": 2, "run_folds": "all"},
     "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
     "resources": {"cpus_per_trial": 1, "use_train": False, "max_concurrent": 2},
     "fixed": {"modalities": ["metadata"], "forest.n_estimators": 30},
@@ -179,7 +179,7 @@ def test_a_train_trial_keeps_its_checkpoints_and_record_in_the_bucket(s3_env, tm
                                                                       synthetic_root):
     """The path a GPU cluster takes: each trial a TorchTrainer whose run and checkpoints Ray
     Train writes under STORAGE/NAME/train/ in the bucket."""
-    spec = {**SWEEP, "name": "train-on-bucket", "cv": {"n_folds": 2, "run_folds": [0]},
+    spec = {**SWEEP, "name": "train-on-bucket", "baseline": False, "cv": {"n_folds": 2, "run_folds": [0]},
             "resources": {"cpus_per_trial": 1, "use_train": True},
             "fixed": {"modalities": ["metadata", "thermal_map"], "forest.n_estimators": 30,
                       "image.size": 16, "thermal_map.backbone": "simple_cnn",

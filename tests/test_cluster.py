@@ -20,7 +20,7 @@ pytestmark = pytest.mark.ray
 
 def _spec(name: str, seeds: int) -> dict:
     return {
-        "name": name, "cv": {"n_folds": 3, "run_folds": "all"}, "search": {"algorithm": "grid"},
+        "name": name, "baseline": False, "cv": {"n_folds": 3, "run_folds": "all"}, "search": {"algorithm": "grid"},
         "scheduler": {"type": "none"},
         "resources": {"cpus_per_trial": 1, "use_train": False, "max_failures": 3},
         "fixed": {"forest.n_estimators": 150, "forest.inner_folds": 5},

@@ -23,7 +23,7 @@ SMALL = {"forest.n_estimators": 20, "forest.inner_folds": 3}
 
 def test_sweep_runs_torchtrainer_trials_and_resume_repeats_nothing(local_ray, tmp_path,
                                                                    tables_only_root):
-    spec = parse_sweep({"name": "real", "cv": {"n_folds": 3, "run_folds": [0, 2]},
+    spec = parse_sweep({"name": "real", "baseline": False, "cv": {"n_folds": 3, "run_folds": [0, 2]},
                         "search": {"algorithm": "grid"}, "scheduler": {"type": "asha"},
                         "resources": {"cpus_per_trial": 1}, "fixed": SMALL})
     plan = plan_sweep(spec, data_root=tables_only_root, storage=tmp_path)
@@ -56,7 +56,7 @@ def test_a_trial_that_fails_after_validation_fails_alone_with_its_reason(local_r
                                                                          tables_only_root):
     root = tmp_path / "cohort"
     shutil.copytree(tables_only_root, root)
-    spec = parse_sweep({"name": "broken", "cv": {"n_folds": 3, "run_folds": [0]},
+    spec = parse_sweep({"name": "broken", "baseline": False, "cv": {"n_folds": 3, "run_folds": [0]},
                         "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
                         "resources": {"cpus_per_trial": 1, "max_failures": 0}, "fixed": SMALL})
     plan = plan_sweep(spec, data_root=root, storage=tmp_path)
@@ -101,7 +101,7 @@ def test_images_unreadable_after_validation_fail_only_their_trials(local_ray, tm
     root = tmp_path / "cohort"
     shutil.copytree(synthetic_root, root)
     spec = parse_sweep({
-        "name": "images-broken", "cv": {"n_folds": 3, "run_folds": [0]},
+        "name": "images-broken", "baseline": False, "cv": {"n_folds": 3, "run_folds": [0]},
         "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
         "resources": {"cpus_per_trial": 1, "max_failures": 0, "use_train": False,
                       "max_concurrent": 1},

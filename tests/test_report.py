@@ -24,7 +24,7 @@ PLOTS = ("top_configs.png", "fusion_vs_metadata.png", "learning_curves.png",
 def finished_sweep(local_ray, synthetic_root, tmp_path_factory):
     """Fusion and metadata-only configs on two folds, with ASHA stopping some of them."""
     spec = parse_sweep({
-        "name": "reported", "cv": {"n_folds": 3, "run_folds": [0, 1]},
+        "name": "reported", "baseline": False, "cv": {"n_folds": 3, "run_folds": [0, 1]},
         "search": {"algorithm": "grid"},
         "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 2},
         "resources": {"cpus_per_trial": 1, "use_train": False},
@@ -113,7 +113,7 @@ def test_sweep_run_json_progress_and_quiet_modes(local_ray, synthetic_root, tmp_
 
     sweep = tmp_path / "tiny.yaml"
     sweep.write_text(yaml.safe_dump({
-        "name": "tiny", "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "grid"},
+        "name": "tiny", "baseline": False, "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "grid"},
         "scheduler": {"type": "none"}, "resources": {"use_train": False},
         "fixed": {"forest.n_estimators": 10, "forest.inner_folds": 3},
         "space": {"forest.min_samples_leaf": {"grid": [1, 4]}}}))
@@ -145,7 +145,7 @@ def test_mlflow_file_store_and_tensorboard_receive_the_sweep(local_ray, syntheti
 
     sweep = tmp_path / "tracked.yaml"
     sweep.write_text(yaml.safe_dump({
-        "name": "tracked", "cv": {"n_folds": 3, "run_folds": [0, 1]},
+        "name": "tracked", "baseline": False, "cv": {"n_folds": 3, "run_folds": [0, 1]},
         "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
         "resources": {"use_train": False},
         "fixed": {"forest.n_estimators": 10, "forest.inner_folds": 3}}))

@@ -63,7 +63,7 @@ def test_fold_asha_stops_weak_configs_on_every_fold_and_the_leaderboard_marks_th
     (the running one at its next report, the one not yet started before it starts), and each
     config ends finished on both folds or pruned on both."""
     spec = parse_sweep({
-        "name": "folds", "cv": {"n_folds": 3, "run_folds": [0, 1]},
+        "name": "folds", "baseline": False, "cv": {"n_folds": 3, "run_folds": [0, 1]},
         "search": {"algorithm": "grid"},
         "scheduler": {"type": "fold-asha", "grace_period": 1, "reduction_factor": 2},
         "resources": {"cpus_per_trial": 1, "use_train": False, "max_concurrent": 1},
@@ -93,7 +93,7 @@ def test_fold_asha_stops_weak_configs_on_every_fold_and_the_leaderboard_marks_th
 
 
 KILLED_SWEEP = {
-    "name": "killed", "cv": {"n_folds": 3, "run_folds": "all"},
+    "name": "killed", "baseline": False, "cv": {"n_folds": 3, "run_folds": "all"},
     "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
     "resources": {"cpus_per_trial": 1, "use_train": False, "max_concurrent": 1},
     "fixed": TINY_FUSION, "space": {"seed": {"grid": [0, 1]}},
@@ -159,7 +159,7 @@ def test_driver_killed_then_resumed_gives_the_uninterrupted_leaderboard(
 def test_a_killed_train_worker_is_retried_from_its_checkpoint(local_ray, tmp_path,
                                                               synthetic_root):
     spec = parse_sweep({
-        "name": "retry", "cv": {"n_folds": 3, "run_folds": [1]}, "search": {"algorithm": "grid"},
+        "name": "retry", "baseline": False, "cv": {"n_folds": 3, "run_folds": [1]}, "search": {"algorithm": "grid"},
         "scheduler": {"type": "none"},
         "resources": {"cpus_per_trial": 1, "max_failures": 2},
         "fixed": {**TINY_FUSION, "thermal_map.pretrain_epochs": 16},
@@ -205,7 +205,7 @@ def test_leaderboard_reads_a_sweep_folder_while_it_is_written(tmp_path):
 
 def test_optuna_proposes_configs_that_the_leaderboard_ranks(local_ray, tmp_path, synthetic_root):
     spec = parse_sweep({
-        "name": "tpe", "cv": {"n_folds": 3, "run_folds": [2]},
+        "name": "tpe", "baseline": False, "cv": {"n_folds": 3, "run_folds": [2]},
         "search": {"algorithm": "optuna", "num_samples": 4, "seed": 3},
         "scheduler": {"type": "none"},
         "resources": {"cpus_per_trial": 1, "use_train": False},
@@ -231,7 +231,7 @@ def test_promote_runs_the_screened_best_on_all_folds_and_extra_seeds(local_ray, 
     from dfu_train.cli import app
 
     spec = parse_sweep({
-        "name": "screen", "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "grid"},
+        "name": "screen", "baseline": False, "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "grid"},
         "scheduler": {"type": "none"}, "resources": {"cpus_per_trial": 1, "use_train": False},
         "fixed": {"forest.n_estimators": 20, "forest.inner_folds": 3},
         "space": {"forest.min_samples_leaf": {"grid": [1, 5, 20]}},
@@ -264,7 +264,7 @@ def test_trials_of_a_fusion_sweep_share_forest_and_branch_and_record_their_timin
     from dfu_train.training.fold import run_fold
 
     spec = parse_sweep({
-        "name": "share", "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "grid"},
+        "name": "share", "baseline": False, "cv": {"n_folds": 3, "run_folds": [0]}, "search": {"algorithm": "grid"},
         "scheduler": {"type": "none"},
         "resources": {"cpus_per_trial": 1, "use_train": False, "max_concurrent": 1},
         "fixed": TINY_FUSION,
@@ -287,7 +287,8 @@ def test_trials_of_a_fusion_sweep_share_forest_and_branch_and_record_their_timin
         timing = record["timing"]
         assert 0 <= timing["startup_s"] <= timing["wall_s"]
         assert timing["compute_s"] <= timing["wall_s"]
-        assert set(timing["stages_s"]) == {"forest", "pretrain:thermal_map", "stage1"}
+        assert set(timing["stages_s"]) == {"forest", "pretrain:thermal_map", "stage1",
+                                             "decode"}
     reused = next(r for r in store.read_fold_results(sweep_dir)
                   if "branch" in ",".join(r["artifacts"]["reused"]))
     alone = run_fold(TrialConfig.from_dict(reused["config"]), cohort, 0)  # no cache at all

@@ -27,7 +27,7 @@ runner = CliRunner()
 
 
 def _sweep_file(tmp_path, name: str, **sections) -> str:
-    spec = {"name": name, "cv": {"n_folds": 3, "run_folds": [0]},
+    spec = {"name": name, "baseline": False, "cv": {"n_folds": 3, "run_folds": [0]},
             "scheduler": {"type": "none"},
             "resources": {"cpus_per_trial": 1, "use_train": False, "max_failures": 0},
             "fixed": {"forest.inner_folds": 3, "forest.n_estimators": 15}, **sections}
