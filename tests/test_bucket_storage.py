@@ -159,7 +159,7 @@ def test_a_sweep_runs_resumes_and_is_ranked_on_a_bucket(s3_env, tmp_path, synthe
     report = _dfu("report", "on-bucket", "--storage", storage, "--out", "report", cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-2000:]
     assert (tmp_path / "report" / "index.html").is_file()
-    assert len(list((tmp_path / "report").glob("*.png"))) == 6
+    assert len(list((tmp_path / "report").glob("*.png"))) == 10
 
     cached = _dfu("cache", "ls", "forest", "--storage", storage, cwd=tmp_path)
     assert cached.returncode == 0 and cached.stdout.count("forest") >= 4  # 2 configs x 2 folds

@@ -17,7 +17,9 @@ from dfu_train.sweep.space import parse_sweep
 
 pytestmark = pytest.mark.ray
 PLOTS = ("top_configs.png", "fusion_vs_metadata.png", "learning_curves.png",
-         "parallel_coordinates.png", "param_importance.png", "best_confusion.png")
+         "parallel_coordinates.png", "param_importance.png", "best_confusion.png",
+         "optimisation_history.png", "class_metrics.png", "best_roc_pr.png",
+         "best_calibration.png")
 
 
 @pytest.fixture(scope="module")

@@ -205,8 +205,10 @@ def report_command(
     storage: Storage = "results",
     top: Annotated[int, typer.Option(min=1, help="configs in the ranking plots")] = 10,
 ) -> None:
-    """Plots and a self-contained index.html: top configs over folds, fusion vs metadata,
-    learning curves with ASHA stops, parameters, importance, the best config's errors."""
+    """Plots and a self-contained index.html: top configs over folds and fold seeds against the
+    study's recipe, fusion vs metadata, learning curves with early stops, optimisation history,
+    parameters and their fANOVA importance, and the best config's confusion matrix, per-class
+    metrics, ROC / precision-recall curves and calibration."""
     from dfu_train.results.report import write_report
     from dfu_train.results.store import resolve_sweep
 
