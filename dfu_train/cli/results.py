@@ -48,8 +48,7 @@ def leaderboard_command(
 ) -> None:
     """Configs ranked by the sweep's selection rule over their folds (read offline from the
     sweep folder), each compared with the study's recipe on the same folds."""
-    from dfu_train.results.leaderboard import (build_leaderboard, compare_to_baseline, query,
-                                               query_trials, trial_table)
+    from dfu_train.results.leaderboard import query, query_trials, trial_table
     from dfu_train.results.selection import SELECTION_RULES, checked_rule
     from dfu_train.results.store import (read_manifest, recorded_config, rejected_files,
                                          resolve_sweep, selection_rule, write_json_atomic)
@@ -68,11 +67,7 @@ def leaderboard_command(
     seen: dict = {}  # each file read once, for the board and for the list of rejected files
     manifest = read_manifest(sweep_dir)
     rule = checked_rule(rule or selection_rule(manifest))
-    full = build_leaderboard(sweep_dir, seen=seen, manifest=manifest)
-    if baseline is None and full["baseline"].any():
-        baseline = full.loc[full["baseline"], "config_id"].iloc[0]
-    if baseline is not None:
-        full = compare_to_baseline(full, baseline, n_folds=manifest["spec"]["cv"]["n_folds"])
+    full = paired_board(sweep_dir, manifest, seen=seen, baseline=baseline)
     board = query(full, by=by, rule=rule, top=top, include_partial=show_all,
                   where=tuple(where or ()), fewer_folds_apart=not any_folds)
     if export_best is not None:
@@ -138,13 +133,27 @@ def print_rejected(rejected: list[dict]) -> None:
                   "again", soft_wrap=True)
 
 
+def paired_board(sweep_dir, manifest: dict, *, seen: dict | None = None,
+                 baseline: str | None = None):
+    """The leaderboard with every config compared to `baseline`, by default the study's recipe
+    the sweep ran beside its configs (no comparison when it has none)."""
+    from dfu_train.results.leaderboard import build_leaderboard, compare_to_baseline
+
+    board = build_leaderboard(sweep_dir, seen=seen, manifest=manifest)
+    if baseline is None and board["baseline"].any():
+        baseline = board.loc[board["baseline"], "config_id"].iloc[0]
+    if baseline is None:
+        return board
+    return compare_to_baseline(board, baseline, n_folds=manifest["spec"]["cv"]["n_folds"])
+
+
 def print_board(sweep_dir, *, top: int) -> None:
-    from dfu_train.results.leaderboard import build_leaderboard, query
+    from dfu_train.results.leaderboard import query
     from dfu_train.results.store import read_manifest, selection_rule
 
     manifest = read_manifest(sweep_dir)
     rule = selection_rule(manifest)
-    _board_table(query(build_leaderboard(sweep_dir, manifest=manifest), rule=rule, top=top,
+    _board_table(query(paired_board(sweep_dir, manifest), rule=rule, top=top,
                        include_partial=True), sweep_dir.name, ranked=f"by {rule}")
 
 
@@ -173,7 +182,7 @@ def _board_table(board, title: str, *, out_file: Path | None = None, ranked: str
         folds = f"{row.folds_done}/{row.folds_total}" + ("" if row.complete else " partial")
         folds += " fewer folds" * bool(row.fewer_folds)
         folds += f" {row.pruned} pruned" * bool(row.pruned) + f" {row.errors} error" * bool(row.errors)
-        params = ", ".join(f"{k}={v}" for k, v in row.params.items()) or "-"
+        params = ", ".join(f"{k}={json.dumps(v)}" for k, v in row.params.items()) or "-"
         stages = (fmt_number(row.qwk_screen_mean), fmt_number(row.qwk_promoted_mean),
                   fmt_number(row.qwk_confirmed_mean) + (f" ({row.folds_confirmed} folds)"
                                                   if row.folds_confirmed else ""),
