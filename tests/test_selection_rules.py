@@ -132,3 +132,24 @@ def test_a_sweep_recorded_before_baselines_resumes_without_one(tmp_path, synthet
     from dfu_train.sweep.plan import check_same_sweep
 
     assert check_same_sweep(again)  # still the same sweep, not refused as another
+
+
+def test_a_proposing_search_runs_the_recipe_in_its_promotion(tmp_path, synthetic_root, cohort):
+    spec = parse_sweep({"name": "tpe", "cv": {"n_folds": 3, "run_folds": [0]},
+                        "search": {"algorithm": "optuna", "num_samples": 4},
+                        "fixed": {"forest.n_estimators": 5},
+                        "space": {"forest.max_depth": {"choice": [2, 4]}}})
+    plan = plan_sweep(spec, data_root=synthetic_root, storage=tmp_path)
+    assert plan.proposes and all(c.config_id != spec.baseline_config().config_id
+                                 for c, _ in plan.configs)  # no recipe among the proposals
+    write_manifest(plan)
+    manifest = store.read_manifest(plan.sweep_dir)
+    proposed = spec.base_config().override({"forest.max_depth": 4})
+    store.write_fold_result(plan.sweep_dir, {**fold_record(
+        proposed.config_id, 42, 0, 0.4, params={"forest.max_depth": 4},
+        cohort_fingerprint=cohort.fingerprint,
+        fold_fingerprint=manifest["fold_fingerprints"]["42"]), "config": proposed.to_dict()})
+    promotion = plan_promotion(plan.sweep_dir, top=1)
+    recipe = manifest["baseline"]["config_id"]
+    assert promotion.promotion["configs"] == [proposed.config_id, recipe]
+    assert {c.config_id for c, _ in promotion.configs} == {proposed.config_id, recipe}
