@@ -121,14 +121,19 @@ def test_a_lease_whose_process_is_gone_is_taken_over_at_once(tmp_path):
     assert not os.path.exists(_lease_path(tmp_path))
 
 
-@pytest.mark.parametrize("lease", ["expired", "damaged"])
+DAMAGED = {"cut": '{"holder": "someone", "pid": "1"', "nan": '{"holder": "someone", "host": '
+           '"another-host", "pid": 1, "expires": NaN}', "deep": "[" * 4000,
+           "huge": '{"holder": "' + "x" * 10_000 + '", "host": "h", "pid": 1, "expires": 1e12}'}
+
+
+@pytest.mark.parametrize("lease", ["expired", *DAMAGED])
 def test_an_expired_or_damaged_lease_holds_nothing(tmp_path, lease):
     if lease == "expired":
         _plant_lease(tmp_path, expires=time.time() - 1)
     else:
         _plant_lease(tmp_path)
         with open(_lease_path(tmp_path), "w") as out:
-            out.write('{"holder": "someone", "pid": "1"')
+            out.write(DAMAGED[lease])
     calls, started = [], time.monotonic()
     assert _fetch(ArtifactCache(tmp_path, wait_limit_s=60), _slow(calls, 0))
     assert len(calls) == 1 and time.monotonic() - started < 5
@@ -190,18 +195,18 @@ def test_the_holder_renews_its_lease_while_it_computes(tmp_path):
 
     def long_compute():
         calls.append(1)
-        time.sleep(1.0)
+        time.sleep(1.4)
         with open(_lease_path(tmp_path)) as lease:
             seen.append(json.load(lease)["expires"] - time.time())
-        time.sleep(0.5)
+        time.sleep(0.8)
         return {"done": True}
 
     def late_waiter():
-        time.sleep(0.9)  # after the first expiry had there been no renewal
-        return _fetch(ArtifactCache(tmp_path, lease_ttl_s=0.6), _slow(calls, 0))
+        time.sleep(1.2)  # after the first expiry, had there been no renewal
+        return _fetch(ArtifactCache(tmp_path, lease_ttl_s=1.0), _slow(calls, 0))
 
     first, second = _in_threads(
-        lambda: _fetch(ArtifactCache(tmp_path, lease_ttl_s=0.6), long_compute), late_waiter)
+        lambda: _fetch(ArtifactCache(tmp_path, lease_ttl_s=1.0), long_compute), late_waiter)
     assert first == second == {"done": True}
     assert len(calls) == 1 and seen and seen[0] > 0
 
@@ -223,3 +228,58 @@ def test_on_a_bucket_two_threads_compute_once(monkeypatch):
     assert len(calls) == 1 and first == second
     leftover = fs.get_file_info(pafs.FileSelector("bucket/cache", recursive=True))
     assert [i.base_name for i in leftover if i.type == pafs.FileType.File] == [f"{KEY}.bin"]
+
+
+def test_on_a_bucket_the_earlier_of_two_racing_lease_writers_steps_back(monkeypatch):
+    monkeypatch.setattr(cache_module, "BUCKET_SETTLE_S", 0.5)
+    fs, calls = pafs._MockFileSystem(), []
+    cache = ArtifactCache("bucket/cache", filesystem=fs, wait_limit_s=60)
+    lease_path = cache.path(KIND, KEY) + LEASE_SUFFIX
+
+    def rival():  # writes its lease while the first one settles, later finishes the entry
+        time.sleep(0.2)
+        with fs.open_output_stream(lease_path) as out:
+            out.write(json.dumps({"holder": "rival", "host": "another-host", "pid": 1,
+                                  "expires": time.time() + 300}).encode())
+        time.sleep(0.8)
+        cache.write(KIND, KEY, json.dumps({"from": "rival"}).encode(), parts=PARTS)
+        fs.delete_file(lease_path)
+
+    racer = threading.Thread(target=rival)
+    racer.start()
+    value = _fetch(cache, _slow(calls, 0))
+    racer.join()
+    assert value == {"from": "rival"} and calls == [] and cache.reused == ["branch:x"]
+
+
+def test_a_fresh_cache_keeps_the_lease_settings(tmp_path):
+    fresh = ArtifactCache(tmp_path, lease_ttl_s=7, wait_limit_s=9).fresh()
+    assert (fresh.lease_ttl_s, fresh.wait_limit_s) == (7, 9)
+
+
+def test_on_an_s3_server_three_threads_compute_once(monkeypatch):
+    moto_server = pytest.importorskip("moto.server")
+    import logging
+
+    import boto3
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for name, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}",
+                            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                            "AWS_DEFAULT_REGION": "us-east-1",
+                            "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(cache_module, "BUCKET_SETTLE_S", 0.3)
+        boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="leases")
+        calls = []
+        caches = [ArtifactCache("s3://leases/cache") for _ in range(3)]
+        values = _in_threads(*(lambda c=c: _fetch(c, _slow(calls)) for c in caches))
+        assert len(calls) == 1 and values[0] == values[1] == values[2] == {"weights": [1, 2, 3]}
+        files = caches[0]._fs.get_file_info(pafs.FileSelector("leases/cache", recursive=True))
+        assert [i.base_name for i in files if i.type == pafs.FileType.File] == [f"{KEY}.bin"]
+    finally:
+        server.stop()
