@@ -557,7 +557,8 @@ def trial_curves(sweep_dir: Location) -> list[dict]:
                 continue
             if stage in ("final", "recorded") or result.get("final"):
                 recorded = result.get("val_qwk", recorded)
-                continue
+                if stage in NO_VALUE:
+                    continue  # else the fold's last step carries its final metrics: still a step
             if result.get("val_qwk") is not None:
                 points.append((progress, result["val_qwk"], stage))
             value = result.get("fused_qwk")
