@@ -1,13 +1,18 @@
 """Ray's overhead per trial and how busy the cores stay during a 2-concurrent-trial sweep.
 
-    python benchmarks/overhead.py [--configs 4] [--epochs 200] [--train]
+    python benchmarks/overhead.py [--configs 4] [--epochs 200] [--train] [--worker-niceness N]
 
-Runs a sweep of `--configs` configs x 1 fold, two at a time, with the artifact cache off (every
-trial computes everything), and samples system CPU use every half second. Prints per trial
-(wall - compute) / wall, where wall runs from the Tune trial's start to its record and compute is
-the time inside `run_fold` (goal: under 10 % for trials of about 60 s of compute), and the mean
-CPU busy share of all cores between the first trial's compute start and the last trial's end
-(goal: at least 85 %). Trials run inline unless --train (a TorchTrainer per trial).
+Runs a sweep of `--configs` configs (and the study's metadata recipe beside them) x 1 fold, two at
+a time, with the artifact cache off (every trial computes everything), and samples system CPU use
+every half second. Prints per trial (wall - compute) / wall, where wall runs from the start of the
+Tune trial's function to its record and compute is the time inside `run_fold` (goal: under 10 % for
+trials of about 60 s of compute), the median start-up (the rest before `run_fold`; goal for
+TorchTrainer trials: at most 5 s), and the mean CPU busy share of all cores between the first
+trial's compute start and the last trial's end (goal: at least 85 %). Trials run inline unless
+--train (a TorchTrainer per trial). The machine's load average is printed before and after: other
+work on the machine lengthens start-up and compute alike. Ray runs its workers at niceness 15, so
+on a machine where other work runs at a lower niceness they get little of the CPU;
+`--worker-niceness 0` measures as on an idle machine there (it is not a setting for sweeps).
 """
 
 from __future__ import annotations
@@ -25,23 +30,47 @@ import ray
 
 from dfu_train.data.synthetic import SynthSpec, write_synthetic_cohort
 from dfu_train.results import store
-from dfu_train.sweep.launch import run_sweep
+from dfu_train.sweep.launch import local_cpus, run_sweep
 from dfu_train.sweep.plan import plan_sweep
 from dfu_train.sweep.local_ray import start_local_ray
 from dfu_train.sweep.space import parse_sweep
 
 
 class CpuSampler(threading.Thread):
-    """(time, busy %) of all cores every `interval` seconds until stopped."""
+    """(time, busy % of all cores, busy % of all cores by this process and its descendants, Ray
+    included) every `interval` seconds until stopped. On a machine shared with other work the
+    second share is the sweep's own."""
 
     def __init__(self, interval: float = 0.5):
         super().__init__(daemon=True)
         self.interval, self.samples, self._done = interval, [], threading.Event()
+        self._cpu: dict[int, float] = {}  # pid -> CPU seconds seen so far
+
+    def _own_cpu_seconds(self) -> float:
+        """CPU seconds this process tree used since the last call (a process that ended since
+        then loses what it used in between: up to one interval of one short-lived process)."""
+        used, seen = 0.0, {}
+        me = psutil.Process()
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            seen[process.pid] = times.user + times.system
+            used += seen[process.pid] - self._cpu.get(process.pid, 0.0)
+        self._cpu = seen
+        return used
 
     def run(self) -> None:
         psutil.cpu_percent(interval=None)
+        self._own_cpu_seconds()
+        cores = psutil.cpu_count() or 1
+        last = time.time()
         while not self._done.wait(self.interval):
-            self.samples.append((time.time(), psutil.cpu_percent(interval=None)))
+            now = time.time()
+            own = 100 * self._own_cpu_seconds() / ((now - last) * cores)
+            self.samples.append((now, psutil.cpu_percent(interval=None), min(own, 100.0)))
+            last = now
 
     def stop(self) -> None:
         self._done.set()
@@ -58,7 +87,7 @@ def sweep_file(args) -> dict:
         "fixed": {"modalities": ["metadata", "thermal_map"], "image.size": 32,
                   "thermal_map.pretrain_epochs": args.epochs, "stage1.epochs": 5,
                   "stage2.epochs": 0, "optim.early_stop_patience": 1000},
-        "space": {"fusion.dropout": {"uniform": [0.0, 0.5]}},
+        "space": {"thermal_map.dropout": {"uniform": [0.0, 0.5]}},  # a value the configs use
     }
 
 
@@ -68,14 +97,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200, help="pretraining epochs per trial")
     parser.add_argument("--patients", type=int, default=80)
     parser.add_argument("--train", action="store_true", help="TorchTrainer per trial")
+    parser.add_argument("--worker-niceness", type=int, default=None,
+                        help="niceness of Ray's workers (default: Ray's, 15)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_cohort(Path(tmp) / "cohort", SynthSpec(patients=args.patients))
-        cores = os.cpu_count() or 2  # a Train trial's driver holds a quarter CPU beside its worker
-        start_local_ray(cores + (1 if args.train else 0), log_to_driver=False)
+        spec = parse_sweep(sweep_file(args))
+        load_before = os.getloadavg()
+        system = {} if args.worker_niceness is None else {"worker_niceness": args.worker_niceness}
+        start_local_ray(local_cpus(spec), log_to_driver=False,  # as `dfu sweep run` would
+                        **({"_system_config": system} if system else {}))
         sampler = CpuSampler()
         try:
-            plan = plan_sweep(parse_sweep(sweep_file(args)), data_root=root, storage=Path(tmp))
+            plan = plan_sweep(spec, data_root=root, storage=Path(tmp))
             sampler.start()
             started = time.time()
             sweep_dir = run_sweep(plan, on_event=lambda line: None)
@@ -84,8 +118,10 @@ def main() -> None:
             sampler.stop()
             ray.shutdown()
         records = store.read_fold_results(sweep_dir)
+    niceness = "Ray's" if args.worker_niceness is None else args.worker_niceness
     print(f"{len(records)} trials ({'TorchTrainer' if args.train else 'inline'}), 2 at a time, "
-          f"on {os.cpu_count()} cores; sweep wall {ended - started:.1f} s")
+          f"on {os.cpu_count()} cores (worker niceness {niceness}); sweep wall "
+          f"{ended - started:.1f} s")
     shares = []
     for r in sorted(records, key=lambda r: r["timing"]["started_at"]):
         t = r["timing"]
@@ -94,16 +130,28 @@ def main() -> None:
         print(f"  trial {r['trial_id']}: wall {t['wall_s']:6.1f} s, start-up {t['startup_s']:5.1f} s, "
               f"compute {t['compute_s']:6.1f} s -> overhead {share:6.1%}")
     print(f"  mean (wall - compute) / wall: {statistics.fmean(shares):.1%} (goal: < 10 %)")
+    startups = [r["timing"]["startup_s"] for r in records]
+    print(f"  median start-up: {statistics.median(startups):.1f} s (min {min(startups):.1f}, max "
+          f"{max(startups):.1f}; goal for TorchTrainer trials: <= 5 s)")
     compute = sum(r["timing"]["compute_s"] for r in records)
     print(f"  sweep: {compute:.1f} s of compute in {ended - started:.1f} s x 2 slots -> "
           f"{1 - compute / (2 * (ended - started)):.1%} not computing (Ray start-up, actor "
           f"start, the last wave's imbalance)")
     first_compute = min(r["timing"]["started_at"] + r["timing"]["startup_s"] for r in records)
     last_end = max(r["timing"]["started_at"] + r["timing"]["wall_s"] for r in records)
-    busy = [p for t, p in sampler.samples if first_compute <= t <= last_end]
-    whole = [p for _, p in sampler.samples]
-    print(f"  CPU busy after start-up: {statistics.fmean(busy):.0f} % "
-          f"(goal: >= 85 %); over the whole sweep: {statistics.fmean(whole):.0f} %")
+    busy = [(p, own) for t, p, own in sampler.samples if first_compute <= t <= last_end]
+    whole = [(p, own) for _, p, own in sampler.samples]
+    mean = statistics.fmean
+    print(f"  CPU busy after start-up: {mean(p for p, _ in busy):.0f} % (goal: >= 85 %), by this "
+          f"sweep's processes {mean(o for _, o in busy):.0f} %; over the whole sweep: "
+          f"{mean(p for p, _ in whole):.0f} %, by this sweep's processes "
+          f"{mean(o for _, o in whole):.0f} %")
+    print(f"  load average (1, 5, 15 min) before: {_load(load_before)}, after: "
+          f"{_load(os.getloadavg())}")
+
+
+def _load(values) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
 
 
 if __name__ == "__main__":

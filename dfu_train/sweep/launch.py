@@ -161,6 +161,7 @@ def _fit(plan: SweepPlan, *, on_event, trial_lines: bool, trackers) -> None:
         return
     # Every run is a fresh Tune experiment over what is left: Tune's own state (tuner.pkl, the
     # trials' pickles) is never restored, so nothing in the storage is unpickled (`session`).
+    scheduler = plan.spec.scheduler.build(plan.schedule_length, plan.fusion_length)
     tuner = tune.Tuner(
         create_trainable(plan.spec),
         param_space=_param_space(plan, session),
@@ -168,13 +169,9 @@ def _fit(plan: SweepPlan, *, on_event, trial_lines: bool, trackers) -> None:
             metric="val_qwk", mode="max",
             num_samples=session.samples if plan.proposes else 1,
             search_alg=create_search(plan, session), max_concurrent_trials=concurrency,
-            scheduler=_recording_prunes(
-                plan.spec.scheduler.build(plan.schedule_length, plan.fusion_length), plan),
+            scheduler=_recording_prunes(scheduler, plan),
             trial_dirname_creator=_trial_dirname,
-            # Inline trials run in the same kind of actor: reusing it saves a process start
-            # and the imports per trial. A Train trial's actor owns a TorchTrainer, and
-            # stopping the trial must end that actor with it.
-            reuse_actors=not plan.spec.resources.use_train),
+            reuse_actors=reuse_trial_actors(plan.spec, scheduler)),
         run_config=tune.RunConfig(
             name=plan.experiment, storage_path=str(plan.sweep_dir), verbose=0,
             failure_config=tune.FailureConfig(max_failures=plan.spec.resources.max_failures),
@@ -221,6 +218,18 @@ def _mark_pruned(plan: SweepPlan, trial, result: dict | None, *, scope: str) -> 
         "experiment": plan.experiment, "progress": int(result.get("progress", 0)),
         "val_qwk": result.get("fused_qwk", result.get("val_qwk")), "params": params,
         "trial_id": trial.trial_id, "scope": scope})
+
+
+def reuse_trial_actors(spec: SweepSpec, scheduler) -> bool:
+    """Whether Tune runs the next trial in a finished trial's actor, which saves a process start
+    and the imports (torch with TorchTrainer) per trial. Inline trials always can. A Train
+    trial's actor owns a TorchTrainer that keeps training until its fold ends: a trial the
+    scheduler stops early must end its actor with it (Tune would keep that actor for the next
+    trial, whose start then fails), so Train trials reuse actors only under a scheduler that
+    never stops a trial (FIFO: `scheduler.type: none`, or a scheduler with nothing to judge)."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    return not spec.resources.use_train or type(scheduler) is FIFOScheduler
 
 
 def create_trainable(spec: SweepSpec):

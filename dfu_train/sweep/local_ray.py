@@ -10,6 +10,9 @@ cluster at a loopback address in the same mode (`cluster/local.sh`).
 such a cluster: `ray start`, except that the node keeps 127.0.0.1 as its address. (Plain
 `ray start` refuses worker nodes in single-machine mode and, outside it, turns 127.0.0.1 into
 the machine's address, so its servers would listen on every interface.)
+
+The private local Ray also gets `LOCAL_TRAIN_ENV` in the environment its processes inherit: Ray
+Train settings that only make sense on one machine (a cluster keeps Train's defaults).
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ import ray
 from ray._private import ray_constants
 
 SINGLE_MACHINE_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR  # "0": loopback only
+
+# Read by Ray Train where a trial builds its TorchTrainer, and passed on to the controller.
+LOCAL_TRAIN_ENV = {
+    # The preemption watcher, an actor (a process) per Train run, logs nodes being drained, which
+    # the one node of a local Ray never is.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
 
 
 @contextlib.contextmanager
@@ -43,10 +53,24 @@ def single_machine() -> Iterator[None]:
             os.environ[SINGLE_MACHINE_ENV] = saved_env
 
 
+@contextlib.contextmanager
+def inherited_env(values: dict[str, str]) -> Iterator[None]:
+    """While inside, `values` (where not set already) are in this process's environment, and so
+    in that of the Ray processes it starts (raylet, workers); then this process's is restored."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 def start_local_ray(num_cpus: int, **options) -> None:
-    """`ray.init` of a new, private local instance with no dashboard, listening on loopback only.
-    `address="local"`: never join a Ray that another program started on this machine."""
-    with single_machine():
+    """`ray.init` of a new, private local instance with no dashboard, listening on loopback only,
+    its processes with `LOCAL_TRAIN_ENV`. `address="local"`: never join a Ray that another
+    program started on this machine."""
+    with single_machine(), inherited_env(LOCAL_TRAIN_ENV):
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
 
 
