@@ -1,6 +1,7 @@
 """Ray's overhead per trial and how busy the cores stay during a 2-concurrent-trial sweep.
 
     python benchmarks/overhead.py [--configs 4] [--epochs 200] [--train] [--worker-niceness N]
+    python benchmarks/overhead.py --sweep sweeps/metadata.yaml --patients 270 [--train]
 
 Runs a sweep of `--configs` configs (and the study's metadata recipe beside them) x 1 fold, two at
 a time, with the artifact cache off (every trial computes everything), and samples system CPU use
@@ -13,6 +14,11 @@ trial's compute start and the last trial's end (goal: at least 85 %). Trials run
 work on the machine lengthens start-up and compute alike. Ray runs its workers at niceness 15, so
 on a machine where other work runs at a lower niceness they get little of the CPU;
 `--worker-niceness 0` measures as on an idle machine there (it is not a setting for sweeps).
+
+With `--sweep FILE` the sweep file runs as it is (its own settings, `resources.use_train` as
+`dfu sweep run` decides it on this machine unless --train) and the split of the trials' summed
+wall time into start-up and compute is printed (goal for sweeps/metadata.yaml on 270 patients:
+start-up at most 25 %).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from dfu_train.results import store
 from dfu_train.sweep.launch import local_cpus, run_sweep
 from dfu_train.sweep.plan import plan_sweep
 from dfu_train.sweep.local_ray import start_local_ray
-from dfu_train.sweep.space import parse_sweep
+from dfu_train.sweep.space import load_sweep, parse_sweep
 
 
 class CpuSampler(threading.Thread):
@@ -97,12 +103,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200, help="pretraining epochs per trial")
     parser.add_argument("--patients", type=int, default=80)
     parser.add_argument("--train", action="store_true", help="TorchTrainer per trial")
+    parser.add_argument("--sweep", default=None, help="run this sweep file as it is instead")
     parser.add_argument("--worker-niceness", type=int, default=None,
                         help="niceness of Ray's workers (default: Ray's, 15)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_cohort(Path(tmp) / "cohort", SynthSpec(patients=args.patients))
-        spec = parse_sweep(sweep_file(args))
+        spec = load_sweep(args.sweep) if args.sweep else parse_sweep(sweep_file(args))
+        if args.sweep and args.train:
+            spec = spec.model_copy(update={"resources": spec.resources.model_copy(
+                update={"use_train": True})})
         load_before = os.getloadavg()
         system = {} if args.worker_niceness is None else {"worker_niceness": args.worker_niceness}
         start_local_ray(local_cpus(spec), log_to_driver=False,  # as `dfu sweep run` would
@@ -119,7 +129,9 @@ def main() -> None:
             ray.shutdown()
         records = store.read_fold_results(sweep_dir)
     niceness = "Ray's" if args.worker_niceness is None else args.worker_niceness
-    print(f"{len(records)} trials ({'TorchTrainer' if args.train else 'inline'}), 2 at a time, "
+    path = "TorchTrainer" if args.train or spec.resources.use_train is True else "inline"
+    print(f"{len(records)} trials ({path}), up to {spec.resources.max_concurrent or os.cpu_count()} "
+          "at a time, "
           f"on {os.cpu_count()} cores (worker niceness {niceness}); sweep wall "
           f"{ended - started:.1f} s")
     shares = []
@@ -127,6 +139,8 @@ def main() -> None:
         t = r["timing"]
         share = (t["wall_s"] - t["compute_s"]) / t["wall_s"]
         shares.append(share)
+        if len(records) > 20:
+            continue
         print(f"  trial {r['trial_id']}: wall {t['wall_s']:6.1f} s, start-up {t['startup_s']:5.1f} s, "
               f"compute {t['compute_s']:6.1f} s -> overhead {share:6.1%}")
     print(f"  mean (wall - compute) / wall: {statistics.fmean(shares):.1%} (goal: < 10 %)")
@@ -134,8 +148,13 @@ def main() -> None:
     print(f"  median start-up: {statistics.median(startups):.1f} s (min {min(startups):.1f}, max "
           f"{max(startups):.1f}; goal for TorchTrainer trials: <= 5 s)")
     compute = sum(r["timing"]["compute_s"] for r in records)
-    print(f"  sweep: {compute:.1f} s of compute in {ended - started:.1f} s x 2 slots -> "
-          f"{1 - compute / (2 * (ended - started)):.1%} not computing (Ray start-up, actor "
+    wall, startup = (sum(r["timing"][k] for r in records) for k in ("wall_s", "startup_s"))
+    print(f"  trial time: {wall:.1f} s = start-up {startup:.1f} s ({startup / wall:.1%}; goal for "
+          f"a sweep file: <= 25 %) + compute {compute:.1f} s ({compute / wall:.1%}) + other "
+          f"{wall - startup - compute:.1f} s")
+    slots = spec.resources.max_concurrent or os.cpu_count()
+    print(f"  sweep: {compute:.1f} s of compute in {ended - started:.1f} s x {slots} slots -> "
+          f"{1 - compute / (slots * (ended - started)):.1%} not computing (Ray start-up, actor "
           f"start, the last wave's imbalance)")
     first_compute = min(r["timing"]["started_at"] + r["timing"]["startup_s"] for r in records)
     last_end = max(r["timing"]["started_at"] + r["timing"]["wall_s"] for r in records)

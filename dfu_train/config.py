@@ -21,6 +21,7 @@ from dfu_train.errors import ConfigError, did_you_mean, quoted
 from dfu_train.yaml_files import read_yaml
 
 MAX_SEED = 2**32 - 1  # scikit-learn's and NumPy's legacy seeds stop here
+MAX_AUGMENT_VIEWS = 16  # pre-drawn views of stage 1's frozen features (memory: views x rows)
 # Which way a parameter makes a config simpler, for the `one_se` selection rule
 # (`results.selection`): smaller or larger values (null: no limit, the most complex; a list:
 # its length or its sum of widths), or the simplest values in order.
@@ -112,6 +113,32 @@ class ImageConfig(_Section):
     pretrained: str = Field("none", description="none, imagenet (downloads) or a state-dict file")
     augment: bool = Field(True, description="training-only flips, rotations, zoom, cutout/noise")
     batch_size: int = Field(32, ge=2, le=4096)
+    resize_filter: Literal["bilinear", "nearest", "bicubic", "lanczos", "box", "hamming"] = Field(
+        "bilinear", description="PIL filter resizing each crop to `size`")
+    flip_p: float = Field(0.5, ge=0, le=1, description="augment: chance of each of the "
+                          "horizontal and the vertical flip")
+    turn_p: float = Field(1.0, ge=0, le=1, description="augment: chance of a turn by 0-3 "
+                          "quarter turns (drawn uniformly)")
+    zoom_p: float = Field(1.0, ge=0, le=1, description="augment: chance of a zoom-crop")
+    zoom_min: float = Field(0.8, gt=0, le=1, description="augment: zoom-crop scale drawn in "
+                            "[zoom_min, 1]")
+    cutout_p: float = Field(1.0, ge=0, le=1, description="augment: chance of a cutout square "
+                            "(RGB modalities)")
+    cutout_share: float = Field(0.25, gt=0, le=1, description="augment: cutout side / size")
+    brightness_p: float = Field(1.0, ge=0, le=1, description="augment: chance of a brightness "
+                                "shift (map modalities)")
+    brightness: float = Field(10.0, ge=0, le=255, description="augment: largest brightness "
+                              "shift, 0..255 units")
+    noise_p: float = Field(1.0, ge=0, le=1, description="augment: chance of pixel noise (map "
+                           "modalities)")
+    noise_std: float = Field(3.0, ge=0, le=255, description="augment: noise standard "
+                             "deviation, 0..255 units")
+
+    def augmentation(self):
+        """The `data.images.Augmentation` these settings describe."""
+        from dfu_train.data.images import Augmentation
+
+        return Augmentation(**{name: getattr(self, name) for name in AUGMENT_SETTINGS})
 
 
 class BranchConfig(_Section):
@@ -125,6 +152,24 @@ class BranchConfig(_Section):
     pretrain_lr: float = Field(1e-3, gt=0, le=1)
     freeze_backbone: bool = Field(False, description="train only head and classifier in pretraining")
     mixup: bool = Field(False, description="mixup of training crops during pretraining")
+    mixup_alpha: float = Field(0.4, gt=0, le=10, description="mixup: the Beta(alpha, alpha) "
+                               "of the mixing weight")
+    pretrain_top_epochs: int = Field(
+        0, ge=0, le=5000, **SIMPLER_SMALLER,
+        description="two-phase pretraining: after pretrain_epochs of head and classifier on a "
+        "frozen backbone, this many with the top pretrain_unfreeze_pct of the backbone open "
+        "(BatchNorm frozen), kept only if better; 0 = one phase (freeze_backbone decides)")
+    pretrain_top_lr: float = Field(1e-4, gt=0, le=1, description="two-phase pretraining: the "
+                                   "second phase's learning rate")
+    pretrain_unfreeze_pct: float = Field(0.2, gt=0, le=1, description="two-phase pretraining: "
+                                         "top share of backbone layer groups opened")
+
+    @model_validator(mode="after")
+    def _top_after_head(self):
+        if self.pretrain_top_epochs and not self.pretrain_epochs:
+            raise ValueError("pretrain_top_epochs needs pretrain_epochs > 0 (the first phase "
+                             "trains the head on the frozen backbone)")
+        return self
 
     @field_validator("backbone")
     @classmethod
@@ -166,6 +211,15 @@ class Stage1Config(_Section):
 
     epochs: int = Field(20, ge=0, le=5000, **SIMPLER_SMALLER)
     lr: float = Field(1e-3, gt=0, le=1)
+    frozen_features: bool = Field(
+        False, description="compute each frozen backbone's features of the fold's crops once "
+        "(cached per fold) and train the heads on them: the same metrics when image.augment is "
+        "off, many times faster per epoch; with image.augment see augment_views")
+    augment_views: int = Field(
+        0, ge=0, le=MAX_AUGMENT_VIEWS, **SIMPLER_SMALLER,
+        description="with frozen_features and image.augment: augmented views of each training "
+        "crop drawn once per fold, one picked per row and epoch; 0 = stage 1 without "
+        "augmentation")
 
 
 class Stage2Config(_Section):
@@ -310,10 +364,20 @@ class TrialConfig(_Section):
         for stage in ("stage1", "stage2"):
             if stage in data and not data[stage]["epochs"]:
                 data[stage] = {"epochs": 0}
+        if "augment_views" in data.get("stage1", {}) and not (
+                self.stage1.frozen_features and self.image.augment):
+            data["stage1"] = {k: v for k, v in data["stage1"].items() if k != "augment_views"}
+        if "image" in data and not self.image.augment:
+            data["image"] = {k: v for k, v in data["image"].items() if k not in AUGMENT_SETTINGS}
         for modality in self.image_modalities:
             if not self.branch(modality).pretrain_epochs:
                 data[modality] = {k: v for k, v in data[modality].items()
                                   if k not in PRETRAINING_ONLY}
+                continue
+            branch = self.branch(modality)
+            ignored = ({"mixup_alpha"} if not branch.mixup else set()) | (
+                {"freeze_backbone"} if branch.pretrain_top_epochs else TOP_PHASE_ONLY)
+            data[modality] = {k: v for k, v in data[modality].items() if k not in ignored}
         if "optim" in data:
             data["optim"] = {k: v for k, v in data["optim"].items() if k not in RUN_TIME}
         return data
@@ -367,12 +431,26 @@ class TrialConfig(_Section):
         return tuple(names)
 
 
-PRETRAINING_ONLY = frozenset({"pretrain_lr", "mixup", "freeze_backbone"})
+PRETRAINING_ONLY = frozenset({"pretrain_lr", "mixup", "mixup_alpha", "freeze_backbone",
+                              "pretrain_top_epochs", "pretrain_top_lr", "pretrain_unfreeze_pct"})
+TOP_PHASE_ONLY = frozenset({"pretrain_top_lr", "pretrain_unfreeze_pct"})
+# The image settings that act only with `image.augment`.
+AUGMENT_SETTINGS = ("flip_p", "turn_p", "zoom_p", "zoom_min", "cutout_p", "cutout_share",
+                    "brightness_p", "brightness", "noise_p", "noise_std")
 RUN_TIME = frozenset({"checkpoint_every"})
 # Settings added after sweeps were recorded, with the default that computes what the version
 # before them computed: at that default they are left out of `config_id`, so recorded sweeps,
 # exports and cached artifacts keep their ids.
-ADDED_LATER: dict[str, Any] = {"forest.min_samples_split": 2, "decode": "argmax"}
+ADDED_LATER: dict[str, Any] = {
+    "forest.min_samples_split": 2, "decode": "argmax",
+    "stage1.frozen_features": False, "stage1.augment_views": 0,
+    "image.resize_filter": "bilinear",
+    **{f"image.{name}": ImageConfig.model_fields[name].default for name in AUGMENT_SETTINGS},
+    **{f"{modality}.{name}": BranchConfig.model_fields[name].default
+       for modality in schema.IMAGE_MODALITIES
+       for name in ("mixup_alpha", "pretrain_top_epochs", "pretrain_top_lr",
+                    "pretrain_unfreeze_pct")},
+}
 
 
 def _without_later_defaults(data: dict[str, Any]) -> dict[str, Any]:

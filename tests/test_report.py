@@ -157,14 +157,22 @@ def test_mlflow_file_store_and_tensorboard_receive_the_sweep(local_ray, syntheti
         "--storage", str(tmp_path / "s"), "--progress", "quiet", "--mlflow", uri,
         "--tensorboard"])
     assert result.exit_code == 0, result.output
-    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("tracked")
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 2  # one MLflow run per trial (config x fold)
-    assert all("val_qwk" in run.data.metrics and "progress" in run.data.metrics for run in runs)
-    recorded = sorted(round(r["metrics"]["qwk"], 6) for r in store.read_fold_results(
-        store.storage_path(tmp_path / "s") / "tracked"))
-    assert sorted(round(run.data.metrics["final_qwk"], 6) for run in runs) == recorded
+    [parent] = [run for run in runs if run.data.tags["kind"] == "config"]
+    children = [run for run in runs if run.data.tags["kind"] == "fold"]
+    records = store.read_fold_results(store.storage_path(tmp_path / "s") / "tracked")
+    config_id = records[0]["config_id"]
+    assert parent.info.run_name == config_id and len(children) == 2  # a child per fold
+    assert {run.info.run_name for run in children} == {f"{config_id}-s42-f0",
+                                                       f"{config_id}-s42-f1"}
+    assert all(run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+               and run.data.tags["status"] == "finished" for run in children)
+    recorded = sorted(round(r["metrics"]["qwk"], 6) for r in records)
+    assert sorted(round(run.data.metrics["final_qwk"], 6) for run in children) == recorded
     assert all("final_macro_f1" in run.data.metrics and "final_f1_R" in run.data.metrics
-               for run in runs)
+               and client.get_metric_history(run.info.run_id, "val_qwk") for run in children)
+    assert parent.data.metrics["qwk_mean"] == pytest.approx(sum(recorded) / 2, abs=1e-5)
+    assert parent.data.tags["complete"] == "true"
     assert list((tmp_path / "s" / "tracked" / "tune").glob("*/events.out.tfevents.*"))

@@ -201,6 +201,26 @@ def test_a_sweep_with_nulls_stops_promotions_and_the_recipe_renders_every_plot(r
     assert {f.file: f.note for f in figures}["param_importance.png"] == ""
 
 
+def test_a_modality_ablation_gets_its_table_a_single_set_none(rich_sweep, tmp_path):
+    from dfu_train.results.ablation import modality_board
+
+    page = _check_report(tmp_path / "r", write_report(rich_sweep, tmp_path / "r"))
+    table = page.split("<h2>Modality ablation</h2>", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><td>([\w +]+)</td><td><code>(\w+)</code></td><td>(\d+)</td>", table)
+    expected = modality_board(build_leaderboard(rich_sweep), store.read_manifest(rich_sweep),
+                              rule="mean_minus_std")
+    assert rows == [(" + ".join(r["modalities"]), r["config_id"], str(r["configs"]))
+                    for _, r in expected.iterrows()]
+    assert [m for m, _, _ in rows] == ["metadata + thermal_map", "metadata"]
+    gain = expected.iloc[0]["gain_vs_metadata"]
+    assert f"<td>{gain:+.3f} (p " in table and "corrected resampled t-test" in page
+    single = tmp_path / "single"
+    store.write_json_atomic(single / store.MANIFEST, manifest("single", ["c0ffee0001"]))
+    store.write_fold_result(single, _record("c0ffee0001", 42, 0, skill=0.4, params={}))
+    assert "Modality ablation" not in _check_report(
+        tmp_path / "s", write_report(single, tmp_path / "s"))
+
+
 def test_a_config_a_search_proposed_and_stopped_is_reported(tmp_path):
     """A proposing search plans no configs: a config stopped before any fold finished is
     known only from its prune mark, and still shows with its last value."""

@@ -4,6 +4,7 @@ and the prune marks that keep stopped trials stopped."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -115,6 +116,23 @@ def test_a_resumed_search_is_told_the_configs_tried_and_proposes_the_unfinished_
     first = searcher.suggest("trial-1")
     assert first["params"] == unfinished  # the unfinished config is proposed again first
 
+    # The study is kept in the sweep folder (`search.storage: auto`), named after the sweep.
+    # Killed now, with trial-1 running: a resume's searcher loads it and adds nothing twice.
+    import optuna
+
+    url = f"sqlite:///{plan.sweep_dir.local_path.resolve() / 'optuna.db'}"
+    again = create_search(plan, session)
+    again.set_search_properties("val_qwk", "max", space)
+    kept = optuna.load_study(study_name="tpe", storage=url)
+    states = [t.state.name for t in kept.trials]
+    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1  # the killed trial
+    assert sorted(t.value for t in kept.trials if t.value is not None) == [0.2, 0.3, 0.6]
+    assert again.suggest("trial-2")["params"] == unfinished
+    in_memory = parse_sweep({**OPTUNA, "search": {**OPTUNA["search"], "storage": None}})
+    no_study = create_search(dataclasses.replace(plan, spec=in_memory), session)
+    no_study.set_search_properties("val_qwk", "max", space)
+    assert len(no_study._ot_study.trials) == 4  # in memory: told afresh
+
 
 @pytest.mark.parametrize(("final", "marked"), [(False, True), (True, False)])
 def test_the_scheduler_marks_the_trials_it_stops_early(synthetic_root, tmp_path, cohort, final,
@@ -187,3 +205,26 @@ def test_a_proposing_search_refuses_several_fold_seeds():
 
     with pytest.raises(ConfigError, match="one fold of one fold seed"):
         parse_sweep({**OPTUNA, "cv": {**OPTUNA["cv"], "seeds": [1, 2]}})
+
+
+def test_the_study_is_kept_in_the_sweep_folder_unless_that_is_a_bucket(tmp_path):
+    from dfu_train.location import Location
+    from dfu_train.sweep.search import study_storage
+
+    local = Location(tmp_path / "results" / "tpe")
+    assert study_storage("auto", local) == f"sqlite:///{tmp_path / 'results' / 'tpe' / 'optuna.db'}"
+    assert study_storage("auto", Location("s3://bucket/results/tpe")) is None  # sqlite: local
+    assert study_storage("postgresql://db/studies", Location("s3://bucket/results/tpe")) == (
+        "postgresql://db/studies")
+    assert study_storage(None, local) is None
+    from dfu_train.errors import ConfigError
+    from dfu_train.sweep.plan import spec_hash
+
+    spec = parse_sweep({**OPTUNA, "search": {**OPTUNA["search"], "storage": "none"}})
+    assert spec.search.storage is None
+    # where the study is kept is not part of the sweep: a resume may move it
+    assert spec_hash(spec, "c0ffee") == spec_hash(parse_sweep(OPTUNA), "c0ffee")
+    with pytest.raises(ConfigError, match="not an RDB URL"):
+        parse_sweep({**OPTUNA, "search": {**OPTUNA["search"], "storage": "optuna.db"}})
+    with pytest.raises(ConfigError, match="search.algorithm grid keeps none"):
+        parse_sweep({**GRID, "search": {"algorithm": "grid", "storage": "sqlite:///x.db"}})

@@ -222,6 +222,16 @@ def test_optuna_proposes_configs_that_the_leaderboard_ranks(local_ray, tmp_path,
     assert set(board["config_id"]) == {r["config_id"] for r in records}
     assert all(5 <= row["forest.n_estimators"] < 40 for row in board["params"])
     assert board["complete"].all()
+    # the study is kept in the sweep folder, under the sweep's name, for optuna-dashboard
+    import optuna
+
+    study = optuna.load_study(study_name="tpe", storage="sqlite:///" + str(
+        sweep_dir.local_path.resolve() / "optuna.db"))
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    recorded = {json.dumps(sorted(r["params"].items())): r["metrics"]["qwk"] for r in records}
+    for trial in study.trials:
+        params = sorted((k.removeprefix("params/"), v) for k, v in trial.params.items())
+        assert trial.value == pytest.approx(recorded[json.dumps(params)])
 
 
 def test_promote_runs_the_screened_best_on_all_folds_and_extra_seeds(local_ray, tmp_path,

@@ -91,7 +91,9 @@ def test_plan_checks_data_and_folds_before_anything_is_written(tmp_path):
 
 def test_concurrency_comes_from_cluster_resources():
     spec = parse_sweep({"resources": {"cpus_per_trial": 2}})
-    assert max_concurrent_trials(spec, {"CPU": 9}) == 4  # 2 + 0.25 driver per trial
+    assert max_concurrent_trials(spec, {"CPU": 8}) == 4  # auto on this machine: inline trials
+    on_train = spec.on_train_path(on_cluster=True)
+    assert max_concurrent_trials(on_train, {"CPU": 8}) == 3  # 2 + 0.25 driver per trial
     gpu = parse_sweep({"resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.5}})
     assert max_concurrent_trials(gpu, {"CPU": 64, "GPU": 2}) == 4
     fixed = parse_sweep({"resources": {"max_concurrent": 3}})
@@ -132,9 +134,9 @@ def test_search_algorithms_and_schedulers_come_from_their_registries():
     with pytest.raises(ConfigError, match=r"unknown search algorithm 'optna'.*did you mean "
                                           r"'optuna'.*choose from random, grid, optuna-tpe"):
         parse_sweep({"search": {"algorithm": "optna"}})
-    with pytest.raises(ConfigError, match=r"unknown scheduler 'hyperband'.*choose from "
-                                          r"fold-asha, none, asha"):
-        parse_sweep({"scheduler": {"type": "hyperband"}})
+    with pytest.raises(ConfigError, match=r"unknown scheduler 'hyperbnd'.*did you mean "
+                                          r"'hyperband'.*choose from fold-asha, none, asha"):
+        parse_sweep({"scheduler": {"type": "hyperbnd"}})
     space = {"forest.n_estimators": {"choice": [10, 20]}}
     for name in ("optuna", "optuna-tpe"):
         spec = parse_sweep({"search": {"algorithm": name, "num_samples": 3},
@@ -151,3 +153,33 @@ def test_search_algorithms_and_schedulers_come_from_their_registries():
     assert parse_sweep({}).scheduler.type == "fold-asha"  # the default
     # no fusion stage (metadata only): nothing for fold-asha to judge
     assert type(parse_sweep({}).scheduler.build(1, 0)) is FIFOScheduler
+
+
+def test_use_train_auto_runs_train_trials_only_where_they_pay_for_their_start_up():
+    """auto: inline on this machine's own Ray, Train on a cluster or when trials ask for GPUs;
+    an explicit choice is kept either way, and GPUs still refuse an explicit `false`."""
+    local = parse_sweep({})
+    assert local.resources.use_train == "auto"
+    assert local.on_train_path(on_cluster=False).resources.use_train is False
+    assert local.on_train_path(on_cluster=True).resources.use_train is True
+    gpu = parse_sweep({"resources": {"gpus_per_trial": 0.5}})
+    assert gpu.on_train_path(on_cluster=False).resources.use_train is True
+    for chosen in (True, False):
+        spec = parse_sweep({"resources": {"use_train": chosen}})
+        assert spec.on_train_path(on_cluster=not chosen).resources.use_train is chosen
+    with pytest.raises(ConfigError, match="gpus_per_trial needs resources.use_train"):
+        parse_sweep({"resources": {"gpus_per_trial": 1, "use_train": False}})
+    with pytest.raises(ConfigError, match="use_train"):
+        parse_sweep({"resources": {"use_train": "sometimes"}})
+
+
+def test_a_sweep_resumed_on_another_path_or_cluster_is_the_same_sweep(tmp_path):
+    """Resources say how trials run, not what they compute: a sweep started inline continues on
+    Train (or with other CPUs per trial) under the same hash; its space still tells sweeps apart."""
+    from dfu_train.sweep.plan import spec_hash
+
+    inline = parse_sweep({"name": "s", "resources": {"use_train": False, "cpus_per_trial": 1}})
+    train = parse_sweep({"name": "s", "resources": {"use_train": True, "cpus_per_trial": 4}})
+    other = parse_sweep({"name": "s", "fixed": {"forest.n_estimators": 7}})
+    assert spec_hash(inline, "c") == spec_hash(train, "c") == spec_hash(parse_sweep({}), "c")
+    assert spec_hash(other, "c") != spec_hash(inline, "c")

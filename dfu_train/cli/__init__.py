@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from dfu_train import __version__
-from dfu_train.cli import cache, data, folds, results, sweeps
+from dfu_train.cli import cache, data, folds, models, results, sweeps
 
 app = typer.Typer(help="Hyperparameter sweeps for DFU healing-phase classification.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -39,6 +39,9 @@ app.command("fold")(folds.fold_command)
 app.command("cv")(folds.cv_command)
 app.command("leaderboard")(results.leaderboard_command)
 app.command("report")(results.report_command)
+app.command("ensemble")(models.ensemble_command)
+app.command("refit")(models.refit_command)
+app.command("predict")(models.predict_command)
 app.command("demo")(sweeps.demo)
 
 

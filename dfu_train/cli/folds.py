@@ -71,8 +71,9 @@ def _print_report(metrics: dict, checkpoint) -> None:
 
 @user_errors
 def cv_command(
-    config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best), "
-                                          "`default` or `baseline` (the study's recipe)")],
+    config: Annotated[str, typer.Argument(help="config file (YAML/JSON, exported best, an "
+                                          "ensemble file), `default` or `baseline` (the "
+                                          "study's recipe)")],
     data_root: Annotated[Optional[Path], typer.Option(
         "--data-root", envvar="DFU_DATA_ROOT",
         help="cohort folder (default: the sweep's with --sweep, else results/demo-data)")] = None,
@@ -86,11 +87,20 @@ def cv_command(
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
-    """Full cross-validation of a config on every fold (and fold seed), without Ray."""
+    """Full cross-validation of a config (or of an ensemble file of `dfu ensemble`) on every
+    fold (and fold seed), without Ray."""
     from dfu_train.cache import ArtifactCache
     from dfu_train.config import load_trial_config
+    from dfu_train.results.ensemble import read_ensemble_file
     from dfu_train.training.cv import run_cv, summarize_cv
 
+    ensemble = read_ensemble_file(config)
+    if ensemble is not None:
+        from dfu_train.cli.models import cv_ensemble
+
+        return cv_ensemble(ensemble, data_root=data_root, fold_seeds=fold_seeds, sweep=sweep,
+                           storage=storage, jobs=jobs, cache_dir=cache_dir, no_cache=no_cache,
+                           as_json=as_json)
     trial = load_trial_config(config)
     seeds = parse_seeds(fold_seeds) if fold_seeds else [trial.cv.seed]
     confirmation = screening = None

@@ -45,6 +45,9 @@ def leaderboard_command(
     any_folds: Annotated[bool, typer.Option(
         "--any-folds", help="rank configs run on fewer folds (screened only) among the "
                             "best-covered ones instead of after them")] = False,
+    by_modalities: Annotated[bool, typer.Option(
+        "--by-modalities", help="one row per modality combination: its best config, and the "
+                                "gain over metadata alone paired over the same folds")] = False,
 ) -> None:
     """Configs ranked by the sweep's selection rule over their folds (read offline from the
     sweep folder), each compared with the study's recipe on the same folds."""
@@ -56,6 +59,9 @@ def leaderboard_command(
     fmt = fmt.value
     if fmt == "parquet" and out_file is None:
         raise ConfigError("--format parquet needs --out FILE")
+    if by_modalities and (trials or by):
+        raise ConfigError(f"--by-modalities ranks by the selection rule; it does not go with "
+                          f"{'--trials' if trials else '--by'}")
     out_file, export_best = output_file(out_file, "--out"), output_file(export_best,
                                                                          "--export-best")
     sweep_dir = resolve_sweep(name, storage=storage)
@@ -81,6 +87,18 @@ def leaderboard_command(
                   soft_wrap=True)
     if board.empty and (hint := _empty_hint(full, show_all, bool(where))):
         err.print(hint, soft_wrap=True)
+    if by_modalities:
+        from dfu_train.results.ablation import modality_board
+
+        rows = modality_board(full, manifest, rule=rule, include_partial=show_all,
+                              where=tuple(where or ()), fewer_folds_apart=not any_folds)
+        rows = rows.head(top) if top else rows
+        if fmt == "table":
+            _modality_table(rows, sweep_dir.name, out_file=out_file, rule=rule)
+        else:
+            _write_frame(rows.assign(rule=rule), fmt, out_file)
+        print_rejected([r.__dict__ for r in rejected_files(sweep_dir, seen=seen)])
+        return
     if fmt == "table":
         ranked = f"by {by}" if by else f"by {rule}: {SELECTION_RULES[rule].description}"
         _board_table(board, sweep_dir.name, out_file=out_file, ranked=ranked)
@@ -204,6 +222,31 @@ def _board_table(board, title: str, *, out_file: Path | None = None, ranked: str
     if board["fewer_folds"].any():
         err.print("configs marked 'fewer folds' were run on fewer folds than the best-covered "
                   "ones and rank after them (--any-folds ranks them together)", soft_wrap=True)
+
+
+def _modality_table(rows, title: str, *, out_file: Path | None, rule: str) -> None:
+    """The ablation table: one row per modality combination, best first."""
+    table = Table(title=f"modalities of {title}, each by its best config under {rule}")
+    for column in ("#", "modalities", "configs", "best config", "QWK mean ± std", "folds",
+                   "meta QWK", "Δ vs metadata (p)"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("params", overflow="fold")
+    for rank, row in enumerate(rows.itertuples(index=False), start=1):
+        folds = f"{row.folds_done}/{row.folds_total}" + ("" if row.complete else " partial")
+        gain = ("-" if row.gain_vs_metadata is None or row.gain_vs_metadata != row.gain_vs_metadata
+                else f"{fmt_number(row.gain_vs_metadata)} ({fmt_number(row.gain_p)})")
+        params = ", ".join(f"{k}={json.dumps(v)}" for k, v in row.params.items()
+                           if k != "modalities") or "-"
+        table.add_row(str(rank), " + ".join(row.modalities), str(row.configs),
+                      row.config_id + (" baseline" if row.baseline else ""),
+                      f"{fmt_number(row.qwk_mean)} ± {fmt_number(row.qwk_std)}", folds,
+                      fmt_number(row.meta_qwk_mean), gain, params)
+    _print_table(table, out_file)
+    reference = rows["metadata_config"].dropna()
+    err.print("Δ vs metadata: mean paired QWK difference over the folds both ran, against the "
+              + (f"best metadata-only config {reference.iloc[0]}" if not reference.empty
+                 else "best metadata-only config (none in this sweep)")
+              + "; p from the Nadeau-Bengio corrected resampled t-test", soft_wrap=True)
 
 
 @user_errors

@@ -33,7 +33,8 @@ ProgressMode = Annotated[ProgressView, typer.Option(
     "--progress", help="auto (live on a terminal, else lines), live, lines, json (a JSON line "
                        "per update on stderr; the leaderboard as JSON on stdout) or quiet")]
 MlflowUri = Annotated[Optional[str], typer.Option(
-    "--mlflow", help="log every trial to MLflow at this tracking URI (file:, http:, sqlite:)")]
+    "--mlflow", help="log the sweep to MLflow at this tracking URI (file:, http:, sqlite:): a "
+                     "run per config, a child run per fold")]
 
 
 TensorBoard = Annotated[bool, typer.Option(
@@ -49,9 +50,10 @@ def _run_watched(plan, *, address: str | None, mode: str, mlflow: str | None = N
 
     from dfu_train.results.progress import ProgressWatcher
     from dfu_train.sweep.events import TrialEvents
-    from dfu_train.sweep.launch import create_trackers, run_sweep
+    from dfu_train.sweep.launch import run_sweep
+    from dfu_train.sweep.trackers import create_trackers
 
-    trackers = create_trackers(plan.name, mlflow=mlflow, tensorboard=tensorboard)
+    trackers = create_trackers(plan.name, plan.sweep_dir, mlflow=mlflow, tensorboard=tensorboard)
     run = functools.partial(_interruptible, run_sweep, plan, address=address, command=command)
     if mode == "auto":
         mode = "live" if err.is_terminal else "lines"
@@ -183,13 +185,18 @@ def sweep_run(
     report_every: Annotated[float, typer.Option(
         min=0, help="--progress json: seconds between a trial's report events (0: every "
                     "report)")] = 10.0,
+    warm_start: Annotated[Optional[str], typer.Option(
+        "--warm-start", help="another sweep under --storage whose best configs (in its "
+                             "leaderboard's order) this one tries first")] = None,
+    top: Annotated[int, typer.Option(
+        "--top", min=1, help="with --warm-start: how many of its best configs")] = 3,
 ) -> None:
     """Validate a sweep file and cohort, then run the sweep on Ray (local by default)."""
     progress = progress.value
     plan, outcome = _run_sweep_file(sweep_file, data_root=data_root, storage=storage, name=name,
                                     address=address, progress=progress, mlflow=mlflow,
                                     tensorboard=tensorboard, report_every=report_every,
-                                    cache_dir=cache_dir)
+                                    cache_dir=cache_dir, warm_start=warm_start, top=top)
     _conclude(plan.sweep_dir, outcome, progress,
               again=_again(f"dfu sweep resume {plan.name}", storage))
 
@@ -203,7 +210,15 @@ def _run_sweep_file(sweep_file: Path, **options):
                "mlflow": options.pop("mlflow", None),
                "tensorboard": options.pop("tensorboard", False),
                "report_every": options.pop("report_every", 10.0)}
+    warm_start, top = options.pop("warm_start", None), options.pop("top", 3)
     spec = load_sweep(sweep_file)
+    if warm_start is not None:
+        from dfu_train.results.store import resolve_sweep
+        from dfu_train.sweep.warm import warm_start_points, with_points
+
+        other = resolve_sweep(warm_start, storage=options.get("storage", "results"))
+        spec = with_points(spec, warm_start_points(other, spec, top=top),
+                           source=f"{sweep_file} with --warm-start {warm_start}")
     plan = plan_sweep(spec, source=str(sweep_file), **options)
     return plan, _run_watched(plan, **watched)
 
@@ -216,6 +231,8 @@ def sweep_resume(
     address: Address = None,
     progress: ProgressMode = ProgressView.auto,
     cache_dir: CacheRoot = None,
+    mlflow: MlflowUri = None,
+    tensorboard: TensorBoard = False,
 ) -> None:
     """Continue a sweep after a crash or Ctrl-C: finished folds are kept, the rest continue
     (from their last checkpoint), as a fresh run planned from the sweep's own records."""
@@ -232,7 +249,8 @@ def sweep_resume(
     plan = plan_sweep(spec, data_root=manifest["data_root"], storage=sweep_dir.parent,
                       name=sweep_dir.name, source=str(sweep_dir / "sweep.json"),
                       cache_dir=cache_dir)
-    outcome = _run_watched(plan, address=address, mode=progress, command="dfu sweep resume")
+    outcome = _run_watched(plan, address=address, mode=progress, mlflow=mlflow,
+                           tensorboard=tensorboard, command="dfu sweep resume")
     _conclude(sweep_dir, outcome, progress, again=_again(f"dfu sweep resume {name}", storage))
 
 

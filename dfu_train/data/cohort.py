@@ -64,14 +64,16 @@ class Cohort:
 
 def load_cohort(root: str | Path, *, metadata_csv: str = schema.METADATA_CSV,
                 bbox_depth_csv: str = schema.BBOX_DEPTH_CSV,
-                bbox_thermal_csv: str = schema.BBOX_THERMAL_CSV) -> Cohort:
-    """Read and validate a data root; a cohort without image folders is valid (metadata only)."""
+                bbox_thermal_csv: str = schema.BBOX_THERMAL_CSV, labelled: bool = True) -> Cohort:
+    """Read and validate a data root; a cohort without image folders is valid (metadata only).
+    With `labelled` False (cohorts to predict), a metadata CSV without the label column is
+    valid too: its samples get label -1."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data root is not a directory")
     notes: list[str] = []
     meta_path = root / metadata_csv
-    samples = _read_metadata(meta_path, notes)
+    samples = _read_metadata(meta_path, notes, labelled=labelled)
 
     folders = [m for m, (folder, _) in schema.IMAGE_FOLDERS.items() if (root / folder).is_dir()]
     image_rows = pd.DataFrame(columns=IMAGE_ROW_COLUMNS)
@@ -186,13 +188,17 @@ def _to_numbers(table: pd.DataFrame, path: Path, columns, *, integer: bool = Fal
         table[column] = values
 
 
-def _read_metadata(path: Path, notes: list[str]) -> pd.DataFrame:
-    table = _read_table(path, (*schema.SAMPLE_KEY, schema.LABEL))
+def _read_metadata(path: Path, notes: list[str], *, labelled: bool = True) -> pd.DataFrame:
+    table = _read_table(path, (*schema.SAMPLE_KEY, *((schema.LABEL,) if labelled else ())))
     _to_numbers(table, path, schema.SAMPLE_KEY, integer=True)
     _to_numbers(table, path, [c for c in schema.NUMERIC_COLUMNS if c not in schema.SAMPLE_KEY])
     for column in [*schema.CATEGORIES, *schema.TEXT_COLUMNS]:
         if column in table.columns:
             table[column] = table[column].str.strip().replace(list(MISSING_TOKENS), np.nan)
+    if schema.LABEL not in table.columns:
+        table["label"] = -1
+        notes.append(f"no {schema.LABEL!r} column: an unlabelled cohort (label -1)")
+        return _merge_duplicates(table, path, notes)
 
     label = table[schema.LABEL]
     unknown = ~label.isin(schema.CLASS_NAMES)

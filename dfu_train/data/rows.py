@@ -12,7 +12,7 @@ import torch
 from dfu_train.cache import ArtifactCache
 from dfu_train.data import schema
 from dfu_train.data.cohort import Cohort
-from dfu_train.data.images import cached_crops, modality_rows
+from dfu_train.data.images import DEFAULT_FILTER, cached_crops, modality_rows
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,6 @@ def sample_proba(row_proba: np.ndarray, sample_pos: np.ndarray, fallback: np.nda
 
 
 def image_crops(cohort: Cohort, modalities: tuple[str, ...], size: int,
-                cache: ArtifactCache) -> dict[str, Any]:
-    """The preprocessed crops of each image modality (cached per data and size)."""
-    return {m: cached_crops(cohort, m, size, cache) for m in modalities}
+                cache: ArtifactCache, resize_filter: str = DEFAULT_FILTER) -> dict[str, Any]:
+    """The preprocessed crops of each image modality (cached per data, size and filter)."""
+    return {m: cached_crops(cohort, m, size, cache, resize_filter) for m in modalities}

@@ -142,12 +142,34 @@ class MultimodalModel(nn.Module):
         return tuple(self.branches)
 
     def forward(self, rf_proba: torch.Tensor, *images: torch.Tensor) -> torch.Tensor:
+        return self.fuse(rf_proba, *(branch.backbone(batch)
+                                     for branch, batch in zip(self.branches.values(), images)))
+
+    def fuse(self, rf_proba: torch.Tensor, *backbone_features: torch.Tensor) -> torch.Tensor:
+        """`forward` from each backbone's output on its modality's images onwards."""
         features, log_probs = [], []
-        for branch, batch in zip(self.branches.values(), images):
-            feats = branch.features(batch)
+        for branch, pooled in zip(self.branches.values(), backbone_features):
+            feats = branch.head(pooled)
             features.append(feats)
             log_probs.append(branch.classifier(feats).log_softmax(dim=1))
         image_logits = torch.stack(log_probs).mean(dim=0)
         if self.head is None:
             return image_logits
         return self.head(rf_proba, torch.cat(features, dim=1), image_logits)
+
+
+class OnBackboneFeatures(nn.Module):
+    """`model` taking its backbones' outputs instead of images: what a stage with every backbone
+    frozen (and so a fixed function of its input) trains when the features are computed once.
+    It holds the model's heads, classifiers and fusion head (the same modules), not its
+    backbones, so the weights a training loop copies every epoch are only those that train."""
+
+    def __init__(self, model: MultimodalModel):
+        super().__init__()
+        self.heads = nn.ModuleDict({m: b.head for m, b in model.branches.items()})
+        self.classifiers = nn.ModuleDict({m: b.classifier for m, b in model.branches.items()})
+        self.fusion = model.head
+        self._fuse = model.fuse  # a bound method: not registered, so no backbone comes along
+
+    def forward(self, rf_proba: torch.Tensor, *backbone_features: torch.Tensor) -> torch.Tensor:
+        return self._fuse(rf_proba, *backbone_features)

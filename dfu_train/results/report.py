@@ -43,7 +43,8 @@ from dfu_train.data.schema import CLASS_NAMES  # noqa: E402
 from dfu_train.errors import ConfigError  # noqa: E402
 from dfu_train.location import Location, read_all  # noqa: E402
 from dfu_train.results import store  # noqa: E402
-from dfu_train.results.leaderboard import build_leaderboard, query  # noqa: E402
+from dfu_train.results.leaderboard import (BASELINE_TEST, build_leaderboard,  # noqa: E402
+                                            query)
 from dfu_train.results.selection import SELECTION_RULES  # noqa: E402
 from dfu_train.training.decoding import Decoder  # noqa: E402
 
@@ -1391,6 +1392,36 @@ def _table(sweep: _Sweep, best: pd.DataFrame) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
+def _ablation(sweep: _Sweep) -> str:
+    """The modality ablation (`results.ablation.modality_board`, as `dfu leaderboard
+    --by-modalities` gives it), when the complete configs differ in their modalities; empty
+    otherwise."""
+    from dfu_train.results.ablation import modality_board
+
+    table = modality_board(sweep.board, sweep.manifest, rule=sweep.rule)
+    if len(table) < 2:
+        return ""
+    body = []
+    for _, r in table.iterrows():
+        mean, std = _mean_std([q for q in r["qwk_folds"] if q is not None])
+        gain = r["gain_vs_metadata"]
+        paired = ("-" if gain is None or gain != gain or r["modalities"] == ["metadata"] else
+                  f"{gain:+.3f} (p {_num(r['gain_p'])}, {int(r['gain_folds'])} folds)")
+        cells = [html.escape(" + ".join(r["modalities"])),
+                 f"<code>{html.escape(r['config_id'])}</code>", str(int(r["configs"])),
+                 f"{int(r['folds_done'])}/{int(r['folds_total'])}",
+                 html.escape(f"{_num(mean)} ± {_num(std)}" if std is not None else _num(mean)),
+                 _num(r["macro_f1_mean"]), html.escape(paired)]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = ("<tr><th>modalities</th><th>best config</th><th>configs</th><th>folds</th>"
+            "<th>QWK mean ± std</th><th>macro F1</th><th>Δ QWK vs metadata only</th></tr>")
+    return ("<h2>Modality ablation</h2>\n<p>One row per set of modalities among the complete "
+            "configs, best first: its best config under the rule, with that config's figures "
+            "over its folds; Δ is its QWK minus the best metadata-only config's, paired over "
+            f"the folds both ran ({html.escape(BASELINE_TEST)}).</p>\n"
+            f"<table>{head}{''.join(body)}</table>")
+
+
 def _best_summary(sweep: _Sweep, best: pd.DataFrame) -> str:
     """The best config's figures a clinician asks for, as means over its folds."""
     row = best.iloc[0]
@@ -1439,6 +1470,7 @@ mean, standard deviation and the other figures are over the config's finished fo
 alone QWK is the config's own forest on the same folds; the fusion gain the difference.</p>
 {_table(sweep, best)}
 {_best_summary(sweep, best)}
+{_ablation(sweep)}
 <p>{contents}</p>
 {sections}
 </body></html>

@@ -3,6 +3,7 @@ scheduler + storage. Each piece is made by a small factory; the planning is in `
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -20,6 +21,7 @@ from dfu_train.sweep.events import TrialLines
 from dfu_train.sweep.local_ray import connect_ray, start_local_ray
 from dfu_train.sweep.plan import SweepPlan, check_same_sweep, record_promotion, write_manifest
 from dfu_train.sweep.reservations import ReleaseOrphanedReservations
+from dfu_train.sweep.search import study_storage
 from dfu_train.sweep.session import Session, plan_session, warm_started
 from dfu_train.sweep.space import SweepSpec, search_domains
 from dfu_train.sweep.trainable import fold_trainable, inline_fold_trainable
@@ -33,7 +35,7 @@ def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
     """Tune cannot see Train's resources: derive the limit from the cluster and one trial's needs."""
     if spec.resources.max_concurrent:
         return spec.resources.max_concurrent
-    drives_on_cpu = spec.resources.use_train and not spec.resources.driver_resource
+    drives_on_cpu = spec.resources.trains and not spec.resources.driver_resource
     per_trial_cpu = spec.resources.cpus_per_trial + (DRIVER_CPUS if drives_on_cpu else 0)
     limit = math.floor(cluster.get("CPU", 1) / per_trial_cpu)
     if spec.resources.gpus_per_trial > 0:
@@ -47,7 +49,7 @@ def trial_demands(spec: SweepSpec) -> list[dict[str, float]]:
     res = spec.resources
     worker = {"CPU": res.cpus_per_trial, **({"GPU": res.gpus_per_trial}
                                              if res.gpus_per_trial else {})}
-    if not res.use_train:
+    if not res.trains:
         return [worker]
     driver = {res.driver_resource: DRIVER_SHARE} if res.driver_resource else {"CPU": DRIVER_CPUS}
     return [worker, driver]
@@ -90,28 +92,9 @@ def local_cpus(spec: SweepSpec) -> int:
     """Logical CPUs of a private local Ray: the machine's cores for the trials, plus the
     drivers' quarter CPUs when trials run on Train, so trials never outnumber the cores."""
     cores = os.cpu_count() or 1
-    if spec.resources.use_train and not spec.resources.driver_resource:
+    if spec.resources.trains and not spec.resources.driver_resource:
         return cores + math.ceil(DRIVER_CPUS * cores)
     return cores
-
-
-def create_trackers(name: str, *, mlflow: str | None = None,
-                    tensorboard: bool = False) -> list:
-    """Ray's experiment-tracker callbacks: MLflow (runs per trial under experiment `name`, at
-    the tracking URI) and TensorBoard event files in each trial's folder."""
-    trackers = []
-    if mlflow:
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-        if mlflow.startswith("file:"):  # MLflow 3 asks for consent to its file store
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        trackers.append(MLflowLoggerCallback(tracking_uri=mlflow, experiment_name=name,
-                                             save_artifact=False))
-    if tensorboard:
-        from ray.tune.logger import TBXLoggerCallback
-
-        trackers.append(TBXLoggerCallback())
-    return trackers
 
 
 def run_sweep(plan: SweepPlan, *, address: str | None = None,
@@ -119,11 +102,12 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
               trackers: list | tuple = (), command: str = "dfu sweep run") -> Location:
     """Run (or continue) the planned sweep; returns the sweep folder. `trial_lines` prints one
     line on stderr per ended trial (off when a live view or a script reads the progress);
-    `trackers` are extra Tune callbacks (`create_trackers`, `TrialEvents`). The sweep's lease
-    is held throughout (`SweepLease`): a second writer of the same sweep is refused before Ray
-    starts. Ray's own output goes to a log in the sweep folder."""
+    `trackers` are extra Tune callbacks (`trackers.create_trackers`, `TrialEvents`). The
+    sweep's lease is held throughout (`SweepLease`): a second writer of the same sweep is
+    refused before Ray starts. Ray's own output goes to a log in the sweep folder."""
     if plan.experiment == store.TUNE_DIR:
         check_same_sweep(plan)
+    plan = dataclasses.replace(plan, spec=plan.spec.on_train_path(on_cluster=_on_cluster(address)))
     with SweepLease(plan.sweep_dir, command), quiet_console(plan.sweep_dir,
                                                              plan.experiment) as log:
         started_ray = not ray.is_initialized()
@@ -142,6 +126,12 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None,
     return plan.sweep_dir
 
 
+def _on_cluster(address: str | None) -> bool:
+    """Whether the sweep runs on a cluster: one it joins, or a Ray of several nodes that this
+    program started (a test's or a notebook's)."""
+    return address is not None or (ray.is_initialized() and len(alive_nodes()) > 1)
+
+
 def _fit(plan: SweepPlan, *, on_event, trial_lines: bool, trackers) -> None:
     check_cluster_fits(plan.spec, alive_nodes())
     if plan.experiment == store.TUNE_DIR:
@@ -155,6 +145,13 @@ def _fit(plan: SweepPlan, *, on_event, trial_lines: bool, trackers) -> None:
              if plan.promotion is None and plan.spec.cv.seeds else "")
     on_event(f"sweep {plan.name}: {plan.n_configs} configs x {len(plan.folds)} folds{seeds} = "
              f"{plan.n_trials} trials ({left}), up to {concurrency} at once -> {plan.sweep_dir}")
+    if plan.proposes and plan.spec.search.searcher.keeps_study:
+        url = study_storage(plan.spec.search.storage, plan.sweep_dir)
+        on_event(f"Optuna study {plan.name} kept in {url} (`optuna-dashboard {url}` opens it)"
+                 if url else
+                 f"Optuna study {plan.name}: in memory" + (
+                     " (the sweep folder is a bucket: search.storage can name a database)"
+                     if plan.spec.search.storage == "auto" else ""))
     if session.n_trials == 0:
         if plan.promotion is not None:
             record_promotion(plan)
@@ -229,12 +226,12 @@ def reuse_trial_actors(spec: SweepSpec, scheduler) -> bool:
     never stops a trial (FIFO: `scheduler.type: none`, or a scheduler with nothing to judge)."""
     from ray.tune.schedulers import FIFOScheduler
 
-    return not spec.resources.use_train or type(scheduler) is FIFOScheduler
+    return not spec.resources.trains or type(scheduler) is FIFOScheduler
 
 
 def create_trainable(spec: SweepSpec):
     """A TorchTrainer per trial (the driver holds a sliver of CPU), or the fold run inline."""
-    if spec.resources.use_train:
+    if spec.resources.trains:
         driver = spec.resources.driver_resource
         return tune.with_resources(fold_trainable, {"CPU": 0, driver: DRIVER_SHARE} if driver
                                    else {"CPU": DRIVER_CPUS})
@@ -247,7 +244,15 @@ def create_search(plan: SweepPlan, session: Session | None = None):
     random, and every promotion, whatever searched first)."""
     if not plan.proposes:
         return None
-    searcher = plan.spec.search.searcher.build(plan.spec.search.seed)
+    section = plan.spec.search
+    study = {}
+    if section.searcher.keeps_study and (url := study_storage(section.storage, plan.sweep_dir)):
+        import optuna
+        from optuna.storages import RDBStorage
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in RDB"
+        study = {"storage": RDBStorage(url), "study_name": plan.name}
+    searcher = section.searcher.build(section.seed, **study)
     return warm_started(searcher, session) if session is not None else searcher
 
 

@@ -99,10 +99,13 @@ class SweepPlan:
 
 def spec_hash(spec: SweepSpec, cohort_fingerprint: str) -> str:
     """What makes two sweeps the same sweep: the parsed sweep file (defaults filled in) and the
-    cohort; not its name, data root or cache settings."""
-    blob = json.dumps([spec.model_dump(mode="json", exclude={"name", "data", "cache",
-                                                               "selection"}),
-                       cohort_fingerprint], sort_keys=True)
+    cohort; not its name, data root, cache settings, selection rule, resources (how and where
+    trials run: a sweep may continue on another cluster, or on the Train path after inline) or
+    where an Optuna search keeps its study."""
+    skip = {"name": True, "data": True, "cache": True, "selection": True, "resources": True,
+            "search": {"storage": True}}
+    blob = json.dumps([spec.model_dump(mode="json", exclude=skip), cohort_fingerprint],
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -119,8 +122,8 @@ def plan_sweep(spec: SweepSpec, *, data_root: str | Path | None = None,
     root = Path(data_root or spec.data.root or DEFAULT_DATA_ROOT)
     configs = tuple(with_baseline(spec, expand_configs(spec)))
     requested = {m for config, _ in configs for m in config.modalities}
-    for values in spec.space.get("modalities", {}).values():  # a search may propose any choice
-        requested.update(m for value in values for m in value)
+    for choice in spec.modality_choices():  # a search may propose any choice
+        requested.update(choice)
     cohort = check_cohort_for(root, modalities=requested, n_folds=spec.cv.n_folds, source=source)
     storage = store.storage_path(storage)
     sweep_dir = storage / name

@@ -74,11 +74,15 @@ def sweep_reference() -> str:
             "distribution each: " + ", ".join(f"`{d}`" for d in DISTRIBUTIONS) +
             " (`{choice: [a, b]}`, `{grid: [...]}` crossed with every other grid, "
             "`{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}`, `{randint: [lo, hi]}` with hi "
-            "exclusive). `cv.*` is set in the `cv` section, not here.", "",
+            "exclusive, and for `modalities` only `{combinations: [metadata, depth_rgb, ...]}`: "
+            "every non-empty combination of the listed modalities, fewest first, crossed like a "
+            "grid: a modality ablation). `cv.*` is set in the `cv` section, not here. "
+            "`search.points_to_evaluate` lists points: mappings of names swept in `space` to "
+            "one value each.", "",
             f"Limits, checked before anything is expanded: a sweep file has at most "
             f"{MAX_YAML_BYTES} bytes, {MAX_YAML_NODES} values once YAML aliases are expanded and "
             f"{MAX_YAML_DEPTH} nesting levels; the space yields at most {MAX_CONFIGS} configs "
-            "(grid points x `search.num_samples`).", "",
+            "(grid points x `search.num_samples`, and the points to evaluate).", "",
             "## Trial parameters", ""]
     for name, field in TrialConfig.model_fields.items():
         annotation = field.annotation

@@ -23,12 +23,15 @@ class Searcher:
     sweep screens on one fold, the space holds no grid values, and `build(seed)` makes the Ray
     searcher. Otherwise the configs are expanded before Ray starts: every grid point crossed
     with `num_samples` random draws, or (`grid_only`) the grid alone.
+    `keeps_study`: it keeps an Optuna study, which `search.storage` can hold in an RDB:
+    `build(seed, storage=..., study_name=...)`.
     """
 
     description: str
     proposes: bool = False
     grid_only: bool = False
-    build: Callable[[int], Any] | None = None
+    build: Callable[..., Any] | None = None
+    keeps_study: bool = False
 
     def check(self, name: str, *, grid: list[str], random: list[str], folds: int) -> None:
         """Raise ValueError naming what of the sweep file this algorithm cannot take."""
@@ -44,20 +47,46 @@ class Searcher:
                              "`dfu sweep promote` the best to all folds and fold seeds")
 
 
-def _optuna_tpe(seed: int):
+def _optuna_tpe(seed: int, **study):
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(seed=seed)
+    return OptunaSearch(seed=seed, **study)
+
+
+def _optuna_gp(seed: int, **study):
+    """Optuna's Gaussian-process sampler (the earlier study's search; torch and scipy)."""
+    from optuna.samplers import GPSampler, RandomSampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(sampler=GPSampler(seed=seed, independent_sampler=RandomSampler(seed=seed),
+                                          warn_independent_sampling=False), **study)
+
+
+def _optuna_cmaes(seed: int, **study):
+    """Optuna's CMA-ES sampler (the `cmaes` package): numeric parameters evolve together;
+    choices, which CMA-ES cannot take, are drawn at random."""
+    from optuna.samplers import CmaEsSampler, RandomSampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(sampler=CmaEsSampler(
+        seed=seed, independent_sampler=RandomSampler(seed=seed), warn_independent_sampling=False),
+        **study)
 
 
 _OPTUNA_TPE = Searcher("Optuna's TPE through Ray's OptunaSearch: proposes each config from the "
-                       "results so far", proposes=True, build=_optuna_tpe)
+                       "results so far", proposes=True, build=_optuna_tpe, keeps_study=True)
 
 SEARCHERS = MappingProxyType({
     "random": Searcher("num_samples random draws per grid point, made before Ray starts"),
     "grid": Searcher("every combination of the grid values", grid_only=True),
     "optuna-tpe": _OPTUNA_TPE,
     "optuna": _OPTUNA_TPE,  # the name earlier sweep files use
+    "optuna-gp": Searcher("Optuna's Gaussian-process sampler (the earlier study's search) through "
+                          "Ray's OptunaSearch: proposes each config from the results so far",
+                          proposes=True, build=_optuna_gp, keeps_study=True),
+    "optuna-cmaes": Searcher("Optuna's CMA-ES sampler through Ray's OptunaSearch: numeric "
+                             "parameters evolve together, choices are drawn at random",
+                             proposes=True, build=_optuna_cmaes, keeps_study=True),
 })
 
 
@@ -108,6 +137,18 @@ def _asha(section, schedule_length: int, fusion_length: int):
                          reduction_factor=section.reduction_factor)
 
 
+def _hyperband(section, schedule_length: int, fusion_length: int):
+    """Asynchronous HyperBand with `section.brackets` brackets on the fused QWK over fusion
+    epochs (`hyperband`); `max_t` one step past the longest fusion schedule, as fold-asha's."""
+    from dfu_train.sweep.hyperband import FusedHyperBand
+
+    if fusion_length < 1:
+        return _fifo(section, schedule_length, fusion_length)  # no fusion stage to judge
+    return FusedHyperBand(max_t=fusion_length + 1,
+                          grace_period=min(section.grace_period, fusion_length),
+                          reduction_factor=section.reduction_factor, brackets=section.brackets)
+
+
 SCHEDULERS = MappingProxyType({
     "fold-asha": Scheduler("ASHA over configs on the fused QWK per fusion epoch: each fold's "
                            "result is judged against other configs on the same fold, and a "
@@ -116,6 +157,9 @@ SCHEDULERS = MappingProxyType({
     "none": Scheduler("every trial runs its whole schedule (FIFO)", _fifo),
     "asha": Scheduler("plain ASHA on `progress` over trials, whatever their fold (for "
                       "reference: it stops hard folds rather than weak configs)", _asha),
+    "hyperband": Scheduler("asynchronous HyperBand over trials on the fused QWK per fusion "
+                           "epoch: `brackets` brackets, each starting to halve one rung later "
+                           "(less eager) than the one before", _hyperband),
 })
 
 
@@ -125,3 +169,17 @@ def registered(value: str, registry, kind: str) -> str:
         raise ValueError(f"unknown {kind} {value!r}{did_you_mean(value, registry)}; choose from "
                          f"{', '.join(registry)}")
     return value
+
+
+STUDY_FILE = "optuna.db"  # the default RDB of a search that keeps an Optuna study
+
+
+def study_storage(setting: str | None, sweep_dir) -> str | None:
+    """The RDB URL an Optuna study is kept in (`search.storage`): the URL given; None (in
+    memory) for `null`; for `auto`, a sqlite file in the sweep folder, or in memory when the
+    sweep folder is a bucket (sqlite needs a local file: name a database server instead)."""
+    if setting != "auto":
+        return setting
+    if not sweep_dir.is_local:
+        return None
+    return f"sqlite:///{(sweep_dir.local_path / STUDY_FILE).resolve()}"

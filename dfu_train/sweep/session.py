@@ -11,6 +11,7 @@ for a search algorithm, the configs tried so far with their QWK, which warm-star
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +24,15 @@ from dfu_train.sweep.search import SCHEDULERS
 class Session:
     """The trials of this run. `trials`: (index into the plan's configs, fold seed, fold) of a
     planned sweep; for a proposing search, `samples` configs to propose, after it is told the
-    `evaluated` ones (flat params, QWK) and re-proposes the `unfinished` ones first.
+    `evaluated` ones (flat params, QWK) and re-proposes the `unfinished` ones first, then the
+    `points` to evaluate (`search.points_to_evaluate`) no earlier run proposed.
     `checkpoints`: trial key name -> the newest fold checkpoint an unfinished trial left."""
 
     trials: tuple[tuple[int, int, int], ...] = ()
     samples: int = 0
     evaluated: tuple[tuple[dict, float], ...] = ()
     unfinished: tuple[dict, ...] = ()
+    points: tuple[dict, ...] = ()
     checkpoints: dict[str, str] = field(default_factory=dict)
     done: int = 0  # trials of the experiment already finished or pruned
 
@@ -86,9 +89,19 @@ def _proposing_session(plan, manifest: dict, folders, all_records: list[dict],
     trials = store.read_trial_states(plan.sweep_dir, all_records, experiment=plan.experiment,
                                      manifest=manifest)
     done = sum(t["status"] in ("finished", "pruned") for t in trials)
+    unfinished = tuple(flat_params(p) for p in unfinished if isinstance(p, dict))
+    points = untried(map(flat_params, plan.spec.search.points_to_evaluate),
+                     [params for params, _ in evaluated] + list(unfinished))
     return Session(samples=max(plan.n_configs - done, 0), evaluated=tuple(evaluated),
-                   unfinished=tuple(flat_params(p) for p in unfinished if isinstance(p, dict)),
+                   unfinished=unfinished, points=points,
                    checkpoints=_checkpoints(plan.sweep_dir, todo, folders), done=done)
+
+
+def untried(points, tried: list[dict]) -> tuple[dict, ...]:
+    """The (partial) points no tried config matches on every parameter the point names: a
+    resumed search does not enqueue a point an earlier run already proposed."""
+    return tuple(point for point in points
+                 if not any(point.items() <= params.items() for params in tried))
 
 
 def flat_params(params: dict) -> dict:
@@ -122,22 +135,61 @@ def _mtime(location: Location) -> float:
 
 def warm_started(searcher: Any, session: Session) -> Any:
     """`searcher` told the configs tried in earlier runs, once it knows its space (Ray's
-    searchers accept evaluated points only then), and re-proposing the unfinished ones first."""
-    if not session.evaluated and not session.unfinished:
+    searchers accept evaluated points only then), re-proposing the unfinished ones first, then
+    the points to evaluate. Those go straight into the Optuna study (`enqueue_trial`, which
+    samples the parameters a point leaves out): Ray's `points_to_evaluate` needs every
+    parameter in every point. A study kept in an RDB (`search.storage`) is told only what it
+    does not hold yet (`_kept_trials`)."""
+    if not session.evaluated and not session.unfinished and not session.points:
         return searcher
-    set_properties = searcher.set_search_properties
+    searcher.set_search_properties = _WarmStart(searcher, session)
+    return searcher
 
-    def set_search_properties(metric, mode, config, **spec) -> bool:
-        accepted = set_properties(metric, mode, config, **spec)
+
+class _WarmStart:
+    """The searcher's own `set_search_properties`, then the warm start. An object, not a
+    closure: Tune pickles the searcher, this attribute with it, at its experiment checkpoints."""
+
+    def __init__(self, searcher: Any, session: Session):
+        self.searcher, self.session = searcher, session
+
+    def __call__(self, metric, mode, config, **spec) -> bool:
+        searcher, session = self.searcher, self.session
+        accepted = type(searcher).set_search_properties(searcher, metric, mode, config, **spec)
+        study = getattr(searcher, "_ot_study", None)
+        ended, waiting = _kept_trials(study)
         for params, qwk in session.evaluated:
+            if _same(params) in ended:
+                continue
             try:
                 searcher.add_evaluated_point(params, qwk)
             except (ValueError, KeyError, TypeError, RuntimeError):
                 continue  # a point outside the space (an earlier version's) informs nothing
-        study = getattr(searcher, "_ot_study", None)
-        for params in session.unfinished if study is not None else ():
-            study.enqueue_trial(params)
+        for params in (*session.unfinished, *session.points) if study is not None else ():
+            if _same(params) not in waiting:
+                study.enqueue_trial(params)
         return accepted
 
-    searcher.set_search_properties = set_search_properties
-    return searcher
+
+def _kept_trials(study) -> tuple[set[str], set[str]]:
+    """The params of the trials an Optuna study loaded from its RDB already holds: those that
+    ended, and those enqueued and still waiting. Trials an earlier run left running (it was
+    killed) are failed: this run proposes them again as unfinished."""
+    if study is None:
+        return set(), set()
+    from optuna.trial import TrialState
+
+    ended, waiting = set(), set()
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.RUNNING:
+            study.tell(trial.number, state=TrialState.FAIL)
+        elif trial.state == TrialState.WAITING:
+            waiting.add(_same(trial.system_attrs.get("fixed_params", {})))
+        elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            ended.add(_same(trial.params))
+    return ended, waiting
+
+
+def _same(params: dict) -> str:
+    """Params as comparable text (values read back from JSON or from a study alike)."""
+    return json.dumps(sorted(params.items()), default=str)

@@ -3,10 +3,13 @@
 A sweep file is YAML with the sections `data`, `cv`, `search`, `scheduler`, `resources`, `cache`,
 `fixed` and `space`. `space` maps dotted TrialConfig names to one distribution each:
 `{choice: [...]}`, `{grid: [...]}`, `{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}` or
-`{randint: [lo, hi]}` (hi exclusive). Grid values are crossed; every grid point gets
+`{randint: [lo, hi]}` (hi exclusive), and for `modalities` `{combinations: [...]}` (every
+non-empty combination of the listed modalities, crossed like grid values: a modality ablation).
+Grid values are crossed; every grid point gets
 `search.num_samples` random draws of the other parameters, made with Ray Tune's own
-distributions under `search.seed`, so the same file always yields the same configs. A sweep
-yields at most MAX_CONFIGS configs (grid points x draws), counted before anything is expanded.
+distributions under `search.seed`, so the same file always yields the same configs, after
+the `search.points_to_evaluate` (partial configs tried first). A sweep yields at most
+MAX_CONFIGS configs (grid points x draws), counted before anything is expanded.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 from ray import tune
 
 from dfu_train.config import MAX_SEED, TrialConfig, check_runnable, study_recipe
+from dfu_train.data import schema
 from dfu_train.errors import ConfigError, did_you_mean, quoted
 from dfu_train.results.selection import DEFAULT_RULE, SELECTION_RULES
 from dfu_train.sweep.search import SCHEDULERS, SEARCHERS, Searcher, registered
 from dfu_train.yaml_files import read_yaml
 
-DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
+DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "combinations")
 MAX_CONFIGS = 10_000  # as many as `search.num_samples` may ask for
 
 
@@ -85,19 +89,54 @@ class CVSection(_Section):
 
 class SearchSection(_Section):
     """grid and random are expanded before Ray starts; optuna-tpe (Ray's OptunaSearch, TPE;
-    `optuna` names it too) proposes each config from the results so far, so it screens on one
-    fold. The algorithms are the entries of `sweep.search.SEARCHERS`."""
+    `optuna` names it too), optuna-gp (Gaussian process) and optuna-cmaes (CMA-ES) propose each
+    config from the results so far, so they screen on one fold. The algorithms are the entries
+    of `sweep.search.SEARCHERS`."""
 
     algorithm: str = Field("random", description=", ".join(SEARCHERS))
     num_samples: int = Field(1, ge=1, le=10_000, description="random draws per grid point "
                              "(a proposing search: configs to propose)")
     seed: int = Field(0, ge=0, le=MAX_SEED,
                       description="seed of the draws: the same file gives the same configs")
+    points_to_evaluate: tuple[dict[str, Any], ...] = Field(
+        (), description="partial configs (swept names -> values) tried first: before the "
+        "expanded configs (unnamed parameters at their fixed values), or enqueued in a "
+        "proposing search (unnamed ones sampled; they count in num_samples)")
+    storage: str | None = Field(
+        "auto", description="where an Optuna search keeps its study (named after the sweep), "
+        "for optuna-dashboard and resumes: an RDB URL (sqlite:///PATH, postgresql://...); "
+        "auto: sqlite:///SWEEP_DIR/optuna.db (in memory when the sweep folder is a bucket); "
+        "null: in memory")
 
     @field_validator("algorithm")
     @classmethod
     def _known_algorithm(cls, value):
         return registered(value, SEARCHERS, "search algorithm")
+
+    @field_validator("storage")
+    @classmethod
+    def _rdb_url(cls, value):
+        if value is None or value.strip().lower() in ("none", "null"):
+            return None
+        if value == "auto":
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(f"{value!r} is not an RDB URL; use auto, null or a URL such as "
+                             "sqlite:///results/NAME/optuna.db") from None
+        return value
+
+    @model_validator(mode="after")
+    def _storage_for_a_study(self):
+        if self.storage not in (None, "auto") and not self.searcher.keeps_study:
+            raise ValueError(f"search.storage holds an Optuna study, and search.algorithm "
+                             f"{self.algorithm} keeps none; drop storage or use an optuna "
+                             "algorithm")
+        return self
 
     @property
     def searcher(self) -> Searcher:
@@ -110,6 +149,8 @@ class SchedulerSection(_Section):
                                                    "or progress steps (asha)")
     reduction_factor: float = Field(3.5, gt=1, description="1/this of the configs (fold-asha) "
                                                            "or trials (asha) go on per rung")
+    brackets: int = Field(3, ge=1, le=10, description="hyperband: brackets, each starting to "
+                          "halve one rung later than the one before")
 
     @field_validator("type")
     @classmethod
@@ -127,11 +168,20 @@ class ResourcesSection(_Section):
     gpus_per_trial: float = Field(0.0, ge=0, description="fractions share a GPU between trials")
     max_concurrent: int | None = Field(None, ge=1, description="null: from the cluster's CPUs/GPUs")
     max_failures: int = Field(1, ge=0, description="Train worker retries from the last checkpoint")
-    use_train: bool = Field(True, description="run each trial as a Ray Train TorchTrainer; false "
-                            "runs the fold in the Tune trial itself (no worker start-up, CPU only)")
+    use_train: bool | Literal["auto"] = Field(
+        "auto", description="true: each trial is a Ray Train TorchTrainer (worker retries from "
+        "checkpoints, GPUs); false: the fold runs in the Tune trial itself (no worker start-up, "
+        "CPU only); auto: Train when trials ask for GPUs or the sweep runs on a cluster "
+        "(--address), else inline")
     driver_resource: str | None = Field(
         None, description="a custom resource (e.g. `driver` on the head, as in cluster/*.yaml) "
                           "that places each Train trial's driver, instead of a quarter CPU")
+
+    @property
+    def trains(self) -> bool:
+        """Whether trials run on Train; an undecided `auto` (see `SweepSpec.on_train_path`) is
+        what it means on this machine's private Ray: inline."""
+        return self.use_train is True
 
 
 class CacheSection(_Section):
@@ -195,16 +245,56 @@ class SweepSpec(_Section):
             self.search.algorithm, grid=sorted(k for k, d in domains.items() if isinstance(d, list)),
             random=sorted(k for k, d in domains.items() if not isinstance(d, list)),
             folds=len(self.cv.folds()) * len(self.cv.fold_seeds()))
-        if self.resources.gpus_per_trial > 0 and not self.resources.use_train:
-            raise ValueError("resources.gpus_per_trial needs resources.use_train: true")
+        self._check_points(domains)
+        if self.resources.gpus_per_trial > 0 and self.resources.use_train is False:
+            raise ValueError("resources.gpus_per_trial needs resources.use_train: true (or auto)")
         return self
+
+    def on_train_path(self, on_cluster: bool) -> SweepSpec:
+        """This sweep with `resources.use_train` decided: `auto` runs Train trials where they pay
+        for their start-up (GPUs, a cluster) and inline trials on a private local Ray, where a
+        TorchTrainer's start-up (about 12 s on 2 cores) is longer than most folds."""
+        if self.resources.use_train != "auto":
+            return self
+        trains = self.resources.gpus_per_trial > 0 or on_cluster
+        return self.model_copy(update={
+            "resources": self.resources.model_copy(update={"use_train": trains})})
+
+    def _check_points(self, domains: dict[str, Any]) -> None:
+        """Each point names swept parameters only; a proposing search also needs every value
+        inside its distribution (Optuna cannot enqueue a choice it does not offer) and no more
+        points than configs it proposes."""
+        points = self.search.points_to_evaluate
+        proposes = self.search.searcher.proposes
+        for i, point in enumerate(points):
+            where = f"search.points_to_evaluate.{i}"
+            if not point:
+                raise ValueError(f"{where}: an empty point; name swept parameters and values")
+            for dotted, value in point.items():
+                if dotted not in domains:
+                    raise ValueError(f"{where}: {quoted(dotted)} is not swept in `space`"
+                                     f"{did_you_mean(dotted, domains)}")
+                if proposes and not in_domain(domains[dotted], value):
+                    raise ValueError(f"{where}: {dotted}={value!r} lies outside its "
+                                     f"distribution in `space` ({self.space[dotted]})")
+        if proposes and len(points) > self.search.num_samples:
+            raise ValueError(f"search.points_to_evaluate: {len(points)} points, more than the "
+                             f"{self.search.num_samples} configs search.num_samples proposes")
+
+    def modality_choices(self) -> list[tuple[str, ...]]:
+        """Every modality set a config of this sweep can have: the base config's, the swept
+        ones and those the points to evaluate name."""
+        domain = search_domains(self).get("modalities")
+        values = (domain if isinstance(domain, list) else
+                  getattr(domain, "categories", None) or [self.base_config().modalities])
+        values = [*values, *(p["modalities"] for p in self.search.points_to_evaluate
+                             if "modalities" in p)]
+        return list(dict.fromkeys(tuple(v) for v in values))
 
     def baseline_config(self) -> TrialConfig | None:
         """The study's recipe on this sweep's folds, when the sweep uses metadata and wants it."""
         base = self.base_config()
-        uses_metadata = "metadata" in base.modalities or any(
-            "metadata" in value for values in self.space.get("modalities", {}).values()
-            for value in values)
+        uses_metadata = any("metadata" in m for m in self.modality_choices())
         return study_recipe(base) if self.baseline and uses_metadata else None
 
     def base_config(self) -> TrialConfig:
@@ -251,6 +341,8 @@ def _domain(dotted: str, spec: Any):
     if kind not in DISTRIBUTIONS:
         raise ValueError(f"{dotted}: unknown distribution {quoted(kind)}"
                          f"{did_you_mean(kind, DISTRIBUTIONS)}")
+    if kind == "combinations":
+        return modality_combinations(dotted, args)
     if kind in ("choice", "grid"):
         if not isinstance(args, list) or not args:
             raise ValueError(f"{dotted}: {kind} needs a non-empty list of values")
@@ -270,6 +362,35 @@ def _domain(dotted: str, spec: Any):
     return tune.uniform(low, high)
 
 
+def modality_combinations(dotted: str, modalities: Any) -> list[list[str]]:
+    """Every non-empty combination of `modalities` (a modality ablation), fewest first, each in
+    the listed order: 15 for four. Image-only combinations are valid configs (no forest)."""
+    if dotted != "modalities":
+        raise ValueError(f"{dotted}: combinations is for `modalities` only")
+    if not (isinstance(modalities, list) and modalities
+            and all(isinstance(m, str) for m in modalities)):
+        raise ValueError("modalities: combinations needs a non-empty list of modality names")
+    for modality in modalities:
+        if modality not in schema.MODALITIES:
+            raise ValueError(f"modalities: unknown modality {quoted(modality)}"
+                             f"{did_you_mean(modality, schema.MODALITIES)}")
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"modalities: a modality is listed twice: {modalities}")
+    return [list(combo) for size in range(1, len(modalities) + 1)
+            for combo in itertools.combinations(modalities, size)]
+
+
+def in_domain(domain: Any, value: Any) -> bool:
+    """Whether a proposing search can take `value` for a parameter of this Tune domain."""
+    if isinstance(domain, list) or hasattr(domain, "categories"):
+        return value in (domain if isinstance(domain, list) else domain.categories)
+    if not _range_end(value):
+        return False
+    if isinstance(domain, tune.search.sample.Integer):
+        return isinstance(value, int) and domain.lower <= value < domain.upper
+    return domain.lower <= value <= domain.upper
+
+
 def _range_end(value: Any) -> bool:
     """A number Tune can sample between: finite, exact as a float, within numpy's int64."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= 2**53
@@ -286,13 +407,19 @@ def expand_configs(spec: SweepSpec) -> list[tuple[TrialConfig, dict[str, Any]]]:
     random = {k: v for k, v in domains.items() if not isinstance(v, list)}
     rng = np.random.default_rng(spec.search.seed)
     draws = 1 if spec.search.searcher.grid_only else spec.search.num_samples
-    count = math.prod(len(values) for values in grid.values()) * draws
+    count = (math.prod(len(values) for values in grid.values()) * draws
+             + len(spec.search.points_to_evaluate))
     if count > MAX_CONFIGS:
         sizes = " x ".join(f"{len(v)} ({k})" for k, v in grid.items())
         raise ConfigError(f"space: {sizes + ' grid values x ' if grid else ''}{draws} draws "
                           f"(search.num_samples) = {count} configs, over the cap of "
                           f"{MAX_CONFIGS}; shrink the grid or num_samples")
     configs: dict[str, tuple[TrialConfig, dict[str, Any]]] = {}
+    for point in spec.search.points_to_evaluate:  # tried first; the rest at the base values
+        config = base.override(point)
+        used = config.used_names()
+        configs.setdefault(config.config_id,
+                           (config, {k: config.get(k) for k in spec.space if k in used}))
     for point in itertools.product(*grid.values()):
         for _ in range(draws):
             params = dict(zip(grid, point))

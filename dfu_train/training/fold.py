@@ -152,7 +152,8 @@ def run_fold(config: TrialConfig, cohort: Cohort, fold: int, report: Report | No
             model = model.to(memory_format=torch.channels_last)
         if resume is not None and resume.model:
             model.load_state_dict(resume.model)
-        crops = image_crops(cohort, config.image_modalities, config.image.size, cache)
+        crops = image_crops(cohort, config.image_modalities, config.image.size, cache,
+                            config.image.resize_filter)
         modalities = config.image_modalities
         runner = ImageStages(
             config=config, fold=fold, report=report, device=device, cache=cache,

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from dfu_train.config import TrialConfig
 from dfu_train.models.backbones import create_backbone
@@ -47,4 +48,15 @@ def weights_fingerprint(pretrained: str) -> str:
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def state_fingerprint(module: nn.Module) -> str:
+    """SHA-256 of a module's weights and buffers (names, dtypes, shapes, values): the same
+    module whichever way it came by them (trained now, loaded from the cache, resumed)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

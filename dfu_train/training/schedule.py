@@ -13,6 +13,7 @@ def schedule(config: TrialConfig) -> list[tuple[str, int]]:
     stages = [("forest", 1)] if config.uses_metadata else []
     for modality in config.image_modalities:
         stages.append((f"pretrain:{modality}", config.branch(modality).pretrain_epochs))
+        stages.append((f"pretrain-top:{modality}", config.branch(modality).pretrain_top_epochs))
     if config.image_modalities:
         stages += [("stage1", config.stage1.epochs), ("stage2", config.stage2.epochs)]
     return [(name, length) for name, length in stages if length > 0]
