@@ -25,7 +25,7 @@ def test_sweep_runs_torchtrainer_trials_and_resume_repeats_nothing(local_ray, tm
                                                                    tables_only_root):
     spec = parse_sweep({"name": "real", "baseline": False, "cv": {"n_folds": 3, "run_folds": [0, 2]},
                         "search": {"algorithm": "grid"}, "scheduler": {"type": "asha"},
-                        "resources": {"cpus_per_trial": 1}, "fixed": SMALL})
+                        "resources": {"cpus_per_trial": 1, "use_train": True}, "fixed": SMALL})
     plan = plan_sweep(spec, data_root=tables_only_root, storage=tmp_path)
     sweep_dir = run_sweep(plan, on_event=lambda line: None)
 

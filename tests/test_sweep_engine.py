@@ -161,7 +161,7 @@ def test_a_killed_train_worker_is_retried_from_its_checkpoint(local_ray, tmp_pat
     spec = parse_sweep({
         "name": "retry", "baseline": False, "cv": {"n_folds": 3, "run_folds": [1]}, "search": {"algorithm": "grid"},
         "scheduler": {"type": "none"},
-        "resources": {"cpus_per_trial": 1, "max_failures": 2},
+        "resources": {"cpus_per_trial": 1, "max_failures": 2, "use_train": True},
         "fixed": {**TINY_FUSION, "thermal_map.pretrain_epochs": 16},
     })
     plan = plan_sweep(spec, data_root=synthetic_root, storage=tmp_path)

@@ -190,9 +190,9 @@ def test_a_train_trial_records_its_fold_and_starts_only_the_actors_it_uses(
         local_ray, tmp_path, tables_only_root):
     spec = parse_sweep({"name": "lean", "baseline": False, "cv": {"n_folds": 3, "run_folds": [1]},
                         "search": {"algorithm": "grid"}, "scheduler": {"type": "none"},
-                        "resources": {"cpus_per_trial": 1},
+                        "resources": {"cpus_per_trial": 1, "use_train": True},
                         "fixed": {"forest.n_estimators": 20, "forest.inner_folds": 3}})
-    assert spec.resources.use_train
+    assert spec.resources.trains
     plan = plan_sweep(spec, data_root=tables_only_root, storage=tmp_path)
     sweep_dir = run_sweep(plan, on_event=lambda line: None)
 
