@@ -309,7 +309,9 @@ def _qwk_limits(values: list[float]) -> tuple[float, float]:
 
 
 def _qwk_axis(axis) -> None:
-    """QWK ticks as plain two-decimal values (never an offset like `1e-5+4.166e-1`)."""
+    """QWK ticks as plain two-decimal values (never an offset like `1e-5+4.166e-1`), on steps
+    that two decimals write exactly (no 0.275 shown as 0.28)."""
+    axis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 5, 10]))
     axis.set_major_formatter(FormatStrFormatter("%.2f"))
 
 
@@ -574,12 +576,20 @@ def trial_curves(sweep_dir: Location) -> list[dict]:
     return curves
 
 
+def _pretraining(stage: str) -> bool:
+    """A stage that trains an image branch alone: `pretrain:M`, or `pretrain-top:M` (the top of
+    its backbone unfrozen, two-phase pretraining)."""
+    return stage.startswith(("pretrain:", "pretrain-top:"))
+
+
 STAGE_NAMES = {"forest": "forest", "stage1": "fusion stage 1", "stage2": "fusion stage 2"}
 
 
 def _stage_name(stage: str) -> str:
-    if stage.startswith("pretrain:"):
-        return f"pretrain {stage.split(':', 1)[1]} (branch alone)"
+    if _pretraining(stage):
+        phase, modality = stage.split(":", 1)
+        top = " top" if phase == "pretrain-top" else ""
+        return f"pretrain{top} {modality} (branch alone)"
     return STAGE_NAMES.get(stage, stage)
 
 
@@ -638,7 +648,7 @@ def _learning_curves(sweep: _Sweep, best: pd.DataFrame, out_dir: Path) -> Figure
             if not points:
                 continue
             progress, qwk, _ = zip(*points)
-            dashed = bool(stage) and stage.startswith("pretrain:")
+            dashed = bool(stage) and _pretraining(stage)
             low_ax.plot(progress, qwk, color=colour, linewidth=width, alpha=0.85, marker="o",
                         markersize=2.5, linestyle="--" if dashed else "-")
         if curve["status"] == "pruned" and curve["points"]:
@@ -650,7 +660,7 @@ def _learning_curves(sweep: _Sweep, best: pd.DataFrame, out_dir: Path) -> Figure
     spans = _stage_spans([c for c in drawn if c["config_id"] == first])  # its schedule
     for index, (start, end, stage) in enumerate(spans):
         for ax in (top_ax, low_ax):
-            if stage.startswith("pretrain:"):
+            if _pretraining(stage):
                 ax.axvspan(start - 0.5, end + 0.5, color="0.93", zorder=0)
             ax.axvline(start - 0.5, color="0.75", linewidth=0.8)
         top_ax.text(start - 0.4, 0.97 - 0.075 * (index % 3), _stage_name(stage), fontsize=7,
