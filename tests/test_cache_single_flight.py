@@ -236,17 +236,23 @@ def test_on_a_bucket_the_earlier_of_two_racing_lease_writers_steps_back(monkeypa
     cache = ArtifactCache("bucket/cache", filesystem=fs, wait_limit_s=60)
     lease_path = cache.path(KIND, KEY) + LEASE_SUFFIX
 
-    def rival():  # writes its lease while the first one settles, later finishes the entry
-        time.sleep(0.2)
-        with fs.open_output_stream(lease_path) as out:
-            out.write(json.dumps({"holder": "rival", "host": "another-host", "pid": 1,
-                                  "expires": time.time() + 300}).encode())
+    def finish():  # the rival computes the entry, then frees its lease
         time.sleep(0.8)
         cache.write(KIND, KEY, json.dumps({"from": "rival"}).encode(), parts=PARTS)
         fs.delete_file(lease_path)
 
-    racer = threading.Thread(target=rival)
-    racer.start()
+    racer = threading.Thread(target=finish)
+    write_lease = cache_module._Lease._write
+
+    def written_then_overwritten(lease):  # the rival's lease lands while the first one settles
+        write_lease(lease)
+        if not racer.is_alive() and racer.ident is None:
+            with fs.open_output_stream(lease_path) as out:
+                out.write(json.dumps({"holder": "rival", "host": "another-host", "pid": 1,
+                                      "expires": time.time() + 300}).encode())
+            racer.start()
+
+    monkeypatch.setattr(cache_module._Lease, "_write", written_then_overwritten)
     value = _fetch(cache, _slow(calls, 0))
     racer.join()
     assert value == {"from": "rival"} and calls == [] and cache.reused == ["branch:x"]
