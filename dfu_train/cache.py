@@ -41,6 +41,7 @@ import pyarrow.fs as pafs
 
 from dfu_train.atomic import write_atomic
 from dfu_train.errors import ConfigError, did_you_mean
+from dfu_train.liveness import holds
 from dfu_train.location import Location
 
 MAGIC = b"dfu-cache 1\n"
@@ -356,23 +357,6 @@ def read_lease(data: bytes) -> dict | None:
             for k, t in types.items()) or not math.isfinite(lease["expires"]):
         return None
     return lease
-
-
-def holds(lease: dict) -> bool:
-    """Whether a lease still holds: not expired, and on this host its process still lives."""
-    if lease["expires"] <= time.time():
-        return False
-    return lease["host"] != socket.gethostname() or _alive(lease["pid"])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
 
 
 def _parse(data: bytes) -> tuple[dict, bytes] | None:

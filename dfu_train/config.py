@@ -267,6 +267,16 @@ class CVConfig(_Section):
     seed: int = Field(42, ge=0, le=MAX_SEED)
 
 
+def check_modality_names(modalities) -> None:
+    """Raise ValueError unless every name is a known modality, each listed once."""
+    for modality in modalities:
+        if modality not in schema.MODALITIES:
+            raise ValueError(f"unknown modality {quoted(modality)}"
+                             f"{did_you_mean(modality, schema.MODALITIES)}")
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"a modality is listed twice: {list(modalities)}")
+
+
 class TrialConfig(_Section):
     """One trial's configuration. `cv` (how it is evaluated) and `train` (how it runs on its
     device) are not part of `config_id`."""
@@ -297,12 +307,7 @@ class TrialConfig(_Section):
         value = tuple(value)
         if not value:
             raise ValueError("at least one modality is needed")
-        for modality in value:
-            if modality not in schema.MODALITIES:
-                raise ValueError(f"unknown modality {quoted(modality)}"
-                                 f"{did_you_mean(modality, schema.MODALITIES)}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"a modality is listed twice: {list(value)}")
+        check_modality_names(value)
         return value
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 from dfu_train.errors import ConfigError
+from dfu_train.liveness import holds
 from dfu_train.location import Location
 from dfu_train.results import records as shapes
 
@@ -129,25 +130,6 @@ def read_lease(path: Location) -> dict | None:
         return None
     lease, _ = shapes.validated(shapes.Lease, data)
     return lease
-
-
-def holds(lease: dict) -> bool:
-    """Whether a lease still holds: not expired, and on this host its process still lives."""
-    if lease["expires"] <= time.time():
-        return False
-    if lease["host"] == socket.gethostname() and not _alive(lease["pid"]):
-        return False
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
 
 
 def busy_message(path: Location, lease: dict) -> str:

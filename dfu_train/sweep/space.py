@@ -24,8 +24,8 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 from ray import tune
 
-from dfu_train.config import MAX_SEED, TrialConfig, check_runnable, study_recipe
-from dfu_train.data import schema
+from dfu_train.config import (MAX_SEED, TrialConfig, check_modality_names, check_runnable,
+                              study_recipe)
 from dfu_train.errors import ConfigError, did_you_mean, quoted
 from dfu_train.results.selection import DEFAULT_RULE, SELECTION_RULES
 from dfu_train.sweep.search import SCHEDULERS, SEARCHERS, Searcher, registered
@@ -370,12 +370,10 @@ def modality_combinations(dotted: str, modalities: Any) -> list[list[str]]:
     if not (isinstance(modalities, list) and modalities
             and all(isinstance(m, str) for m in modalities)):
         raise ValueError("modalities: combinations needs a non-empty list of modality names")
-    for modality in modalities:
-        if modality not in schema.MODALITIES:
-            raise ValueError(f"modalities: unknown modality {quoted(modality)}"
-                             f"{did_you_mean(modality, schema.MODALITIES)}")
-    if len(set(modalities)) != len(modalities):
-        raise ValueError(f"modalities: a modality is listed twice: {modalities}")
+    try:
+        check_modality_names(modalities)
+    except ValueError as error:
+        raise ValueError(f"modalities: {error}") from None
     return [list(combo) for size in range(1, len(modalities) + 1)
             for combo in itertools.combinations(modalities, size)]
 
