@@ -77,12 +77,16 @@ def _full_fold(task: tuple[dict, int]) -> tuple[list[float], float]:
     return curve or [result.qwk], result.qwk
 
 
-def judge(ran: dict, curves: dict, fold_qwk: dict, full: dict[str, float], folds: int) -> dict:
+def judge(ran: dict, curves: dict, fold_qwk: dict, full: dict[str, float], folds: int,
+          stopped: set[str] = frozenset()) -> dict:
     """What a scheduler's replay gives a user: its leaderboard (means over the folds it ran to
-    the end), its pick, and how they compare with the full run."""
+    the end), its pick, and how they compare with the full run. A config the scheduler stopped
+    is listed as stopped, not ranked, even if one of its folds ended before the stop reached it
+    (its last report was already on its way)."""
     finished: dict[str, list[float]] = {}
     for key, epochs in ran.items():
-        if epochs >= len(curves[key]):
+        complete = all(ran[k] >= len(curves[k]) for k in ran if k[0] == key[0])
+        if epochs >= len(curves[key]) and (key[0] not in stopped or complete):
             finished.setdefault(key[0], []).append(fold_qwk[key])
     board = {c: statistics.fmean(q) for c, q in finished.items()}
     complete = [c for c, q in finished.items() if len(q) == folds]
@@ -174,8 +178,9 @@ def main() -> None:
             order = curves
             if SCHEDULERS[name].folds_first:  # the order a sweep runs its trials in (`session`)
                 order = {key: curves[key] for key in sorted(curves, key=lambda k: k[1:])}
-            ran = replay(make(run["horizon"]), order, workers=args.workers)
-            row = judge(ran, curves, fold_qwk, full, folds)
+            scheduler = make(run["horizon"])
+            ran = replay(scheduler, order, workers=args.workers)
+            row = judge(ran, curves, fold_qwk, full, folds, getattr(scheduler, "stopped", set()))
             row["share"] = row["epochs"] / total
             rows[name].append(row)
             print(f"  {name:9} {row['share']:5.0%} of the epochs, regret "

@@ -80,3 +80,27 @@ def test_where_top_and_by(sweep_dir):
 def test_ranking_by_spread_puts_the_steadiest_first(sweep_dir):
     board = query(build_leaderboard(sweep_dir), by="qwk_std")
     assert list(board["qwk_std"]) == sorted(board["qwk_std"])
+
+
+def test_a_stopped_config_with_a_fold_that_ended_is_listed_not_ranked(sweep_dir):
+    """fold-asha stops a config on every fold, but a fold already on its last report still
+    ends: the board ranks complete configs only, and `--all` lists it without a rank."""
+    from typer.testing import CliRunner
+
+    from dfu_train.cli import app
+
+    board = build_leaderboard(sweep_dir)
+    partial = board.loc[~board["complete"], "config_id"].item()
+    params = board.loc[~board["complete"], "params"].item()
+    for fold in (1, 2):
+        store.write_pruned(sweep_dir, {"config_id": partial, "fold_seed": 42, "fold": fold,
+                                       "experiment": "tune", "progress": 4, "val_qwk": 0.1,
+                                       "params": params, "scope": "config"})
+    ranked = board.loc[board["complete"], "config_id"].tolist()
+    for extra, listed in (([], {}), (["--all"], {partial: "-"})):
+        shown = CliRunner().invoke(app, ["leaderboard", sweep_dir.name, "--storage",
+                                         str(sweep_dir.parent), *extra], terminal_width=250)
+        assert shown.exit_code == 0, shown.output
+        rows = {line.split("│")[2].strip(): line.split("│")[1].strip()
+                for line in shown.stdout.splitlines() if line.count("│") > 3}
+        assert rows == {**dict(zip(ranked, ["1", "2"])), **listed}, shown.stdout

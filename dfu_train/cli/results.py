@@ -196,7 +196,12 @@ def _board_table(board, title: str, *, out_file: Path | None = None, ranked: str
                    *(("Δ vs baseline (p)",) if paired else ()), "reused"):
         table.add_column(column, no_wrap=True)
     table.add_column("params", overflow="fold")
-    for rank, row in enumerate(board.itertuples(index=False), start=1):
+    rank = 0
+    for row in board.itertuples(index=False):
+        # a config early stopping stopped is listed, never ranked, even with a fold that ended
+        # before the stop reached it
+        stopped = bool(row.pruned) and not row.complete
+        rank += not stopped
         folds = f"{row.folds_done}/{row.folds_total}" + ("" if row.complete else " partial")
         folds += " fewer folds" * bool(row.fewer_folds)
         folds += f" {row.pruned} pruned" * bool(row.pruned) + f" {row.errors} error" * bool(row.errors)
@@ -207,7 +212,7 @@ def _board_table(board, title: str, *, out_file: Path | None = None, ranked: str
                   fmt_number(row.optimism)) if staged else ()
         extra = (f"{fmt_number(row.baseline_diff)} ({fmt_number(row.baseline_p)})",) if paired else ()
         config = row.config_id + (" baseline" if row.baseline else "")
-        table.add_row(str(rank), config, f"{fmt_number(row.qwk_mean)} ± {fmt_number(row.qwk_std)}",
+        table.add_row("-" if stopped else str(rank), config, f"{fmt_number(row.qwk_mean)} ± {fmt_number(row.qwk_std)}",
                       folds, fmt_number(row.meta_qwk_mean),
                       *((fmt_number(row.qwk_imaged_mean), fmt_number(row.row_qwk_mean))
                         if imaged else ()),
