@@ -6,8 +6,9 @@
 
 For each synthetic cohort (generator seed), the metadata sweep file is planned as `dfu sweep run`
 plans it (its configs, its fold seeds, the study's recipe beside them) and every trial is run
-with `run_fold` in a process pool (the records a sweep writes, without Ray's start-up), crossed
-with each decoder. Then, per decoder and per selection rule, the leaderboard's winner is taken
+with `run_fold` in a process pool (the records a sweep writes, without Ray's start-up), with the
+sweep file's own decoder as the sweep runs it, or crossed with each of `--decoders` (crossing
+draws other configs). Then, per decoder and per selection rule, the leaderboard's winner is taken
 as `--export-best` takes it and re-scored with `run_cv` (what `dfu cv` runs) on the fresh fold
 seeds, as is the study's recipe (a candidate too, as on the leaderboard). Prints per cohort, decoder and rule: screening QWK (the
 winner's mean on the sweep's folds), confirmed QWK, optimism (screening - confirmed), and the
@@ -59,8 +60,10 @@ def one_cohort(seed: int, args, tmp: Path) -> list[dict]:
     root = write_synthetic_cohort(tmp / f"cohort-{seed}", SynthSpec(
         patients=args.patients, seed=seed, images=False))
     spec = load_sweep(args.sweep)
-    spec = spec.model_copy(update={"space": {**spec.space,
-                                             "decode": {"grid": list(args.decoders)}}})
+    own = spec.base_config().decode
+    if args.decoders != [own]:
+        spec = spec.model_copy(update={"space": {**spec.space,
+                                                 "decode": {"grid": list(args.decoders)}}})
     plan = plan_sweep(spec, data_root=root, storage=tmp / f"results-{seed}", name="holdout")
     write_manifest(plan)
     tasks = [(config.override({"cv.seed": fold_seed}).to_dict(), fold, params)
@@ -77,7 +80,7 @@ def one_cohort(seed: int, args, tmp: Path) -> list[dict]:
         for decoder in args.decoders:
             for rule in SELECTION_RULES:
                 # the recipe is a candidate, as on the leaderboard: a floor for the pick
-                mine = board["params"].map(lambda p, d=decoder: p.get("decode") == d)
+                mine = board["params"].map(lambda p, d=decoder: p.get("decode", own) == d)
                 picks[decoder, rule] = query(board[mine | board["baseline"]], rule=rule).iloc[0]
         recipe = board[board["baseline"]].iloc[0]
         to_confirm = {row["config_id"] for row in picks.values()} | {recipe["config_id"]}
@@ -110,9 +113,11 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=270)
     parser.add_argument("--cohorts", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fresh", type=int, nargs="+", default=[100, 101, 102, 103, 104])
-    parser.add_argument("--decoders", nargs="+", default=["argmax", "expected", "thresholds"])
+    parser.add_argument("--decoders", nargs="+",
+                        help="decoders to cross the space with (default: the sweep file's own)")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
+    args.decoders = args.decoders or [load_sweep(args.sweep).base_config().decode]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.cohorts:

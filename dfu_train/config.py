@@ -530,7 +530,7 @@ STUDY_RECIPE: dict[str, Any] = {
     "modalities": ["metadata"], "metadata.imputer_neighbors": 5, "metadata.scale": True,
     "metadata.select_k": None, "metadata.sampler": "none", "forest.n_estimators": 300,
     "forest.max_depth": None, "forest.min_samples_leaf": 1, "forest.max_features": "sqrt",
-    "forest.class_weight": "balanced"}
+    "forest.class_weight": "balanced", "decode": "argmax"}
 
 
 def study_recipe(base: TrialConfig | None = None) -> TrialConfig:

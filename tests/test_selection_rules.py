@@ -113,6 +113,12 @@ def test_a_metadata_sweep_runs_the_study_recipe_beside_its_configs(tmp_path, syn
                           "fixed": {"modalities": ["thermal_map"]}})
     assert images.baseline_config() is None  # an image-only sweep has no metadata recipe
     assert load_trial_config("baseline") == study_recipe(TrialConfig())
+    # the floor stays the study's own recipe, argmax decoding, whatever the sweep decodes with
+    thresholds = parse_sweep({**spec.model_dump(mode="json"),
+                              "fixed": {**spec.fixed, "decode": "thresholds"}})
+    assert thresholds.base_config().decode == "thresholds"
+    assert thresholds.baseline_config().config_id == recipe.config_id
+    assert thresholds.baseline_config().decode == "argmax"
 
 
 def test_a_sweep_recorded_before_baselines_resumes_without_one(tmp_path, synthetic_root):
