@@ -222,8 +222,9 @@ def _board_table(board, title: str, *, out_file: Path | None = None, ranked: str
     if paired:
         err.print(f"Δ vs baseline: mean paired QWK difference over shared folds; p from the "
                   f"{board['baseline_test'].iloc[0]}"
-                  + ("; baseline: the earlier study's metadata recipe, run beside the sweep's "
-                     "configs" if board["baseline"].any() else ""), soft_wrap=True)
+                  + ("; baseline: the earlier study's metadata recipe (argmax decoding), run "
+                     "beside the sweep's configs" if board["baseline"].any() else ""),
+                  soft_wrap=True)
     if board["fewer_folds"].any():
         err.print("configs marked 'fewer folds' were run on fewer folds than the best-covered "
                   "ones and rank after them (--any-folds ranks them together)", soft_wrap=True)
