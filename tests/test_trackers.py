@@ -151,3 +151,25 @@ def test_tensorboard_is_ray_s_callback_and_installed():
     [callback] = create_trackers("tracked", store.storage_path("results") / "x",
                                  tensorboard=True)
     assert isinstance(callback, TBXLoggerCallback)
+
+
+def test_a_tracking_server_that_fails_stops_the_tracking_not_the_sweep(tracked, caplog):
+    tracker, _, _ = tracked
+    calls = []
+
+    class DownServer:
+        def __getattr__(self, name):
+            def fail(*args, **kwargs):
+                calls.append(name)
+                raise ConnectionError("tracking server unreachable")
+            return fail
+
+    tracker._client = DownServer()
+    with caplog.at_level("WARNING", logger="dfu_train.sweep.trackers"):
+        run_fold(tracker, planned("t1", "aaaaaa", 0), [0.2, 0.3], final={"qwk": 0.3})
+        tracker.on_trial_error(0, [], planned("t2", "aaaaaa", 1))
+        tracker.on_experiment_end([])
+    assert len(calls) == 1  # the first failure silences the tracker for the run
+    assert "unreachable" in tracker.failed
+    [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "goes on without it" in warning.getMessage()

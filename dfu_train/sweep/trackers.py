@@ -14,7 +14,9 @@ starting new ones.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import math
 import os
 import statistics
@@ -26,6 +28,28 @@ from dfu_train.location import Location
 from dfu_train.results import store
 
 CURVE = ("val_qwk", "fused_qwk")  # a fold's learning curve, per `progress` step
+log = logging.getLogger(__name__)
+
+
+def _never_stops_the_sweep(hook):
+    """A tracker hook that fails (the tracking server is down, the disk is full) is logged once
+    and the tracker goes quiet for the rest of the run: the sweep and its records go on, since
+    Tune ends the experiment on a callback's error."""
+
+    @functools.wraps(hook)
+    def guarded(self, *args, **kwargs):
+        if self.failed is not None:
+            return None
+        try:
+            return hook(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any tracker failure, never the sweep's
+            self.failed = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("MLflow tracking at %s failed (%s); the sweep goes on without it, "
+                        "and its results are in the sweep folder as always",
+                        self.tracking_uri, self.failed)
+            return None
+
+    return guarded
 
 
 def create_trackers(name: str, sweep_dir: Location, *, mlflow: str | None = None,
@@ -47,7 +71,7 @@ def create_trackers(name: str, sweep_dir: Location, *, mlflow: str | None = None
 class MlflowTracker(tune.Callback):
     """Logs a sweep to MLflow as parent runs (configs) with child runs (trials); see the module.
 
-    Runs in Tune's driver. Tune pickles its callbacks with the experiment state, so the MLflow
+    Runs in Tune's driver; a failing tracking server stops the tracking, never the sweep. Tune pickles its callbacks with the experiment state, so the MLflow
     client is made on first use and left out of the pickle."""
 
     def __init__(self, tracking_uri: str, *, experiment: str, sweep_dir: Location | str):
@@ -59,6 +83,7 @@ class MlflowTracker(tune.Callback):
         self._parents: dict[str, str] = {}  # config_id -> run id
         self._children: dict[str, tuple[str, str]] = {}  # trial_id -> (run id, config_id)
         self._running: dict[str, set[str]] = {}  # config_id -> trial ids running now
+        self.failed: str | None = None  # why tracking stopped, once a hook failed
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_client": None}
@@ -90,17 +115,21 @@ class MlflowTracker(tune.Callback):
 
     # Tune's callback hooks
 
+    @_never_stops_the_sweep
     def on_trial_start(self, iteration, trials, trial, **info):
         self._start(trial)
 
+    @_never_stops_the_sweep
     def on_trial_restore(self, iteration, trials, trial, **info):
         self._start(trial)
 
+    @_never_stops_the_sweep
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._start(trial)
         step = int(result.get("progress") or 0)
         self._log(run_id, {key: result.get(key) for key in CURVE}, step=step)
 
+    @_never_stops_the_sweep
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = dict(trial.last_result or {})
         run_id = self._start(trial)
@@ -115,10 +144,12 @@ class MlflowTracker(tune.Callback):
             self._log(run_id, {"last_qwk": judged}, step=step, tags={"pruned_at": step})
             self._end(trial, "pruned", "FINISHED")
 
+    @_never_stops_the_sweep
     def on_trial_error(self, iteration, trials, trial, **info):
         self._start(trial)
         self._end(trial, "error", "FAILED")
 
+    @_never_stops_the_sweep
     def on_experiment_end(self, trials, **info):
         """Runs Tune left unended (an interrupted sweep) are closed as killed."""
         for trial_id, (run_id, _) in list(self._children.items()):
